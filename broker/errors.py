@@ -1,0 +1,61 @@
+"""Errors a user can act on. Each carries a stable code, an HTTP status for the
+endpoint, and a message that says what happened and what to do. Messages never
+contain a key, a token or a client token."""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    code = "BrokerError"
+    status = 500
+    # Transient errors are retried by the daemon and by SDKs (503); the others need the user.
+    transient = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownProfile(BrokerError):
+    code = "UnknownProfile"
+    status = 403
+
+
+class ProfileConfigError(BrokerError):
+    code = "ProfileConfigError"
+    status = 403
+
+
+class LoginRequired(BrokerError):
+    code = "LoginRequired"
+    status = 403
+
+
+class MfaCodeRejected(BrokerError):
+    code = "MfaCodeRejected"
+    status = 403
+
+
+class StsDenied(BrokerError):
+    """STS refused for a reason only the user (or an administrator) can fix."""
+
+    code = "StsDenied"
+    status = 403
+
+
+class StsUnavailable(BrokerError):
+    code = "StsUnavailable"
+    status = 503
+    transient = True
+
+
+class CredentialsPending(BrokerError):
+    """Nothing cached yet and the STS call is still running: the SDK's retry will be served."""
+
+    code = "CredentialsPending"
+    status = 503
+    transient = True
+
+
+def login_hint(profile: str) -> str:
+    return f"run `rolebroker login {profile}`"

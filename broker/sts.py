@@ -1,0 +1,176 @@
+"""The STS edge: the only module that talks to STS. Everything is synchronous
+(botocore); the session layer runs these calls in a thread pool.
+
+Clients are built by botocore from the user's own config, so the endpoint is found
+the way every AWS tool finds it: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, a
+`services` section, the profile's `endpoint_url`, the profile's region.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import botocore.config
+import botocore.exceptions
+
+from broker.config import ConfigFiles, new_botocore_session
+from broker.errors import (
+    BrokerError,
+    LoginRequired,
+    MfaCodeRejected,
+    ProfileConfigError,
+    StsDenied,
+    StsUnavailable,
+    login_hint,
+)
+from broker.models import Credentials, SourceSecret, StaticKeys
+
+log = logging.getLogger("rolebroker.sts")
+
+# STS calls run off the request path, but a hung endpoint must not hold a worker for long.
+CLIENT_CONFIG = botocore.config.Config(
+    connect_timeout=3,
+    read_timeout=5,
+    retries={"mode": "standard", "total_max_attempts": 2},
+)
+FALLBACK_REGION = "us-east-1"
+
+TRANSIENT_CODES = {
+    "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+    "InternalFailure", "InternalError", "ServiceUnavailable", "IDPCommunicationError",
+}
+BAD_KEY_CODES = {"InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
+                 "IncompleteSignature", "MissingAuthenticationToken"}
+
+
+class StsGateway(Protocol):
+    def get_session_token(self, profile: str, keys: StaticKeys, duration: int,
+                          serial: str | None, code: str | None, region: str | None) -> Credentials: ...
+
+    def assume_role(self, profile: str, source: SourceSecret, role_arn: str, session_name: str,
+                    duration: int, external_id: str | None, region: str | None) -> Credentials: ...
+
+    def resolve_source(self, profile: str) -> SourceSecret: ...
+
+
+class BotocoreSts:
+    """StsGateway on botocore, configured by the user's AWS config files."""
+
+    def __init__(self, files: ConfigFiles) -> None:
+        self.files = files
+
+    def _client(self, profile: str, secret: SourceSecret, region: str | None) -> Any:
+        session = new_botocore_session(self.files, profile)
+        token = secret.session_token if isinstance(secret, Credentials) else None
+        return session.create_client(
+            "sts",
+            region_name=region or session.get_config_variable("region") or FALLBACK_REGION,
+            aws_access_key_id=secret.access_key_id,
+            aws_secret_access_key=secret.secret_access_key,
+            aws_session_token=token,
+            config=CLIENT_CONFIG,
+        )
+
+    def get_session_token(self, profile: str, keys: StaticKeys, duration: int,
+                          serial: str | None, code: str | None, region: str | None) -> Credentials:
+        params: dict[str, Any] = {"DurationSeconds": duration}
+        if serial:
+            params.update(SerialNumber=serial, TokenCode=code or "")
+        with translate_errors(profile, "GetSessionToken"):
+            response = self._client(profile, keys, region).get_session_token(**params)
+        return _credentials(response["Credentials"], None)
+
+    def assume_role(self, profile: str, source: SourceSecret, role_arn: str, session_name: str,
+                    duration: int, external_id: str | None, region: str | None) -> Credentials:
+        params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name,
+                                  "DurationSeconds": duration}
+        if external_id:
+            params["ExternalId"] = external_id
+        with translate_errors(profile, "AssumeRole"):
+            response = self._client(profile, source, region).assume_role(**params)
+        account = role_arn.split(":")[4]
+        return _credentials(response["Credentials"], account)
+
+    def resolve_source(self, profile: str) -> SourceSecret:
+        """Credentials botocore finds for a profile by other means (SSO, credential_process...)."""
+        try:
+            resolved = new_botocore_session(self.files, profile).get_credentials()
+        except botocore.exceptions.BotoCoreError as exc:
+            raise ProfileConfigError(f"profile {profile!r}: botocore could not load its credentials: {exc}") from None
+        if resolved is None:
+            raise ProfileConfigError(f"profile {profile!r} has no credentials botocore can find; "
+                                     "give it keys, credential_process or sso settings")
+        frozen = resolved.get_frozen_credentials()
+        if frozen.token:
+            expiry = getattr(resolved, "_expiry_time", None)
+            expiration = expiry.timestamp() if expiry is not None else float("inf")
+            return Credentials(frozen.access_key, frozen.secret_key, frozen.token, expiration)
+        return StaticKeys(frozen.access_key, frozen.secret_key)
+
+
+def _credentials(raw: dict[str, Any], account: str | None) -> Credentials:
+    return Credentials(
+        access_key_id=raw["AccessKeyId"],
+        secret_access_key=raw["SecretAccessKey"],
+        session_token=raw["SessionToken"],
+        expiration=raw["Expiration"].timestamp(),
+        account_id=account,
+    )
+
+
+class translate_errors:
+    """Turns botocore's exceptions into BrokerErrors with plain-words messages."""
+
+    def __init__(self, profile: str, action: str) -> None:
+        self.profile = profile
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        translated = self.translate(exc)
+        if translated is None:
+            return False
+        log.info("STS %s for profile %s failed: %s", self.action, self.profile, translated.code)
+        raise translated from None
+
+    def translate(self, exc: BaseException) -> BrokerError | None:
+        profile, action = self.profile, self.action
+        if isinstance(exc, botocore.exceptions.ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            message = str(error.get("Message", "")).strip()
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if code == "AccessDenied" and "MultiFactorAuthentication" in message:
+                return MfaCodeRejected(
+                    f"STS rejected the MFA code ({message}) Each code works once: wait for the next "
+                    f"code and {login_hint(profile)} again."
+                )
+            if code == "ExpiredToken":
+                return LoginRequired(f"the MFA session behind profile {profile!r} has ended: {login_hint(profile)}")
+            if code in BAD_KEY_CODES:
+                return StsDenied(
+                    f"STS does not accept the keys behind profile {profile!r} ({code}): check "
+                    "aws_access_key_id and aws_secret_access_key in your credentials file"
+                )
+            if code == "ValidationError":
+                return ProfileConfigError(f"STS refused {action} for profile {profile!r}: {message}")
+            if code == "RegionDisabledException":
+                return StsDenied(f"STS is not enabled in the region of profile {profile!r}: {message} "
+                                 "Enable the region or set another `region` for the profile.")
+            if code in TRANSIENT_CODES or status >= 500 or status == 429:
+                return StsUnavailable(f"STS is having trouble ({code}): the broker retries by itself")
+            return StsDenied(f"STS refused {action} for profile {profile!r}: {code}: {message}")
+        if isinstance(exc, (botocore.exceptions.EndpointConnectionError,
+                            botocore.exceptions.ConnectTimeoutError,
+                            botocore.exceptions.ReadTimeoutError,
+                            botocore.exceptions.ConnectionClosedError)):
+            return StsUnavailable(f"cannot reach STS for profile {profile!r} ({type(exc).__name__}): "
+                                  "check the network; the broker retries by itself")
+        if isinstance(exc, botocore.exceptions.BotoCoreError):
+            return StsUnavailable(f"STS call for profile {profile!r} failed ({type(exc).__name__})")
+        return None
