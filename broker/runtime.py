@@ -1,0 +1,67 @@
+"""Where the daemon keeps what its CLI needs: the runtime directory (port, control
+token) and the state directory (client token digests). Files are 0600, written
+atomically, and never hold an AWS credential."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+DAEMON_FILE = "daemon.json"
+CONTROL_TOKEN_FILE = "control-token"
+
+
+def runtime_dir() -> Path:
+    explicit = os.environ.get("ROLEBROKER_RUNTIME_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "rolebroker"
+    return Path(tempfile.gettempdir()) / f"rolebroker-{os.getuid()}"
+
+
+def state_dir() -> Path:
+    explicit = os.environ.get("ROLEBROKER_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(xdg) / "rolebroker"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        # Someone else created it first (a shared /tmp): using it would hand them our tokens.
+        raise PermissionError(f"{path} belongs to another user; set ROLEBROKER_RUNTIME_DIR to a private directory")
+    if info.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Atomically write a 0600 file (never readable by others, even for a moment)."""
+    ensure_private_dir(path.parent)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_private(path, json.dumps(value, indent=2, sort_keys=True).encode())
+
+
+def read_json(path: Path) -> Any:
+    with open(path, "rb") as handle:
+        return json.loads(handle.read())
