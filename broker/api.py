@@ -1,0 +1,132 @@
+"""The control API the CLI drives: login, logout, status, tokens, reload.
+
+Every route needs the control token from the runtime directory, which only the
+user can read. The credentials endpoint itself lives in `endpoint.py`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Callable
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from broker import __version__
+from broker.errors import BrokerError
+from broker.sessions import SessionManager
+from broker.tokens import TokenStore
+
+PROFILE_NAME = r"^[A-Za-z0-9_.@+=,:-]{1,128}$"
+
+
+class ControlError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class LoginRequest(BaseModel):
+    profile: str = Field(pattern=PROFILE_NAME)
+    code: str | None = Field(default=None, max_length=16)
+
+
+class LogoutRequest(BaseModel):
+    profile: str | None = Field(default=None, pattern=PROFILE_NAME)
+
+
+class TokenRequest(BaseModel):
+    profiles: list[str] = Field(default_factory=list, max_length=64)
+    name: str | None = Field(default=None, max_length=64)
+    ttl_seconds: float | None = Field(default=None, gt=0, le=366 * 86400)
+
+
+def _json_error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, "Code": code, "Message": message},
+                        status_code=status)
+
+
+def build_control_api(sessions: SessionManager, tokens: TokenStore, control_token: str,
+                      describe_env: Callable[[str], dict[str, Any]],
+                      reload: Callable[[], dict[str, Any]],
+                      config_problem: Callable[[], str | None] = lambda: None) -> FastAPI:
+    app = FastAPI(title="rolebroker", version=__version__, docs_url=None, redoc_url=None)
+
+    def require_control(authorization: str | None = Header(default=None, max_length=512)) -> None:
+        if authorization is None or not hmac.compare_digest(authorization.encode(), control_token.encode()):
+            raise ControlError(401, "InvalidControlToken",
+                               "this call needs the control token from the daemon's runtime directory")
+
+    control = [Depends(require_control)]
+
+    @app.exception_handler(ControlError)
+    async def control_error(_: Request, exc: ControlError) -> JSONResponse:
+        return _json_error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(BrokerError)
+    async def broker_error(_: Request, exc: BrokerError) -> JSONResponse:
+        return _json_error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Field names only: the rejected values may be codes or tokens.
+        fields = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors())
+        return _json_error(400, "BadRequest", f"invalid request fields: {fields}")
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/status", dependencies=control)
+    async def status() -> dict[str, Any]:
+        return {
+            "now": sessions.clock.now(),
+            "config_error": config_problem(),
+            "config_files": [sessions.config.files.config_file, sessions.config.files.credentials_file],
+            "profiles": [row.__dict__ for row in sessions.status()],
+        }
+
+    @app.post("/v1/login", dependencies=control)
+    async def login(request: LoginRequest) -> dict[str, Any]:
+        result = await sessions.login(request.profile, request.code)
+        return result.__dict__
+
+    @app.post("/v1/logout", dependencies=control)
+    async def logout(request: LogoutRequest) -> dict[str, Any]:
+        return {"wiped": sessions.logout(request.profile)}
+
+    @app.get("/v1/profiles/{profile}/env", dependencies=control)
+    async def profile_env(profile: str) -> dict[str, Any]:
+        sessions.plan(profile)  # 4xx for an unknown or broken profile
+        return describe_env(profile)
+
+    @app.post("/v1/tokens", dependencies=control)
+    async def create_token(request: TokenRequest) -> dict[str, Any]:
+        for profile in request.profiles:
+            sessions.plan(profile)
+        try:
+            token, record = tokens.create(request.name, tuple(request.profiles), request.ttl_seconds)
+        except ValueError as exc:
+            raise ControlError(400, "BadTokenRequest", str(exc)) from None
+        return {"token": token, "name": record.name, "profiles": list(record.profiles),
+                "expires_at": record.expires_at}
+
+    @app.get("/v1/tokens", dependencies=control)
+    async def list_tokens() -> dict[str, Any]:
+        return {"tokens": [{"name": r.name, "profiles": list(r.profiles), "created_at": r.created_at,
+                            "expires_at": r.expires_at, "last_used_at": tokens.last_used.get(r.name)}
+                           for r in tokens.records()]}
+
+    @app.delete("/v1/tokens/{name}", dependencies=control)
+    async def revoke_token(name: str) -> dict[str, Any]:
+        if not tokens.revoke(name):
+            raise ControlError(400, "UnknownToken", f"no token named {name!r}; `rolebroker token list` shows them")
+        return {"revoked": name}
+
+    @app.post("/v1/reload", dependencies=control)
+    async def reload_config() -> dict[str, Any]:
+        return reload()
+
+    return app

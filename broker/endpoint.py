@@ -1,0 +1,93 @@
+"""The container-credentials endpoint as a bare ASGI app.
+
+Every AWS call a client makes may start here, so this path skips the framework:
+no routing table, no model validation, no re-serialization. The body was built once
+when the credentials were issued. Anything that is not a credentials request falls
+through to the control API.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from broker.errors import BrokerError
+from broker.sessions import SessionManager
+from broker.tokens import TokenRejected, TokenStore
+from broker.wire import JSON_TYPE, error_body
+
+log = logging.getLogger("rolebroker.endpoint")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CREDENTIALS_PREFIX = "/v1/credentials/"
+MAX_PROFILE_LENGTH = 128
+MAX_TOKEN_LENGTH = 512
+
+
+class CredentialsEndpoint:
+    def __init__(self, sessions: SessionManager, tokens: TokenStore, fallback: ASGIApp) -> None:
+        self.sessions = sessions
+        self.tokens = tokens
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(CREDENTIALS_PREFIX):
+            status, body = await self.respond(scope)
+            await send({
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", JSON_TYPE),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            })
+            await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+            return
+        await self.fallback(scope, receive, send)
+
+    async def respond(self, scope: Scope) -> tuple[int, bytes]:
+        if scope["method"] not in ("GET", "HEAD"):
+            return 405, error_body("MethodNotAllowed", "use GET")
+        profile = scope["path"][len(CREDENTIALS_PREFIX):]
+        if not profile or len(profile) > MAX_PROFILE_LENGTH or "/" in profile:
+            return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE")
+        token = _header(scope, b"authorization")
+        if token is None or len(token) > MAX_TOKEN_LENGTH:
+            return 401, error_body(
+                "MissingToken",
+                "no Authorization token: set AWS_CONTAINER_AUTHORIZATION_TOKEN, e.g. with "
+                f"`eval \"$(rolebroker env {profile})\"`",
+            )
+        try:
+            record = self.tokens.check(token.decode("latin-1"))
+        except TokenRejected:
+            log.warning("credentials request for %s refused: invalid or expired token", profile)
+            return 401, error_body(
+                "InvalidToken",
+                f"the token is unknown, revoked or expired: get a new one with `rolebroker env {profile}`",
+            )
+        if not record.allows(profile):
+            return 403, error_body(
+                "ProfileNotAllowed",
+                f"token {record.name!r} is not allowed profile {profile!r}; "
+                f"it serves {', '.join(record.profiles)}",
+            )
+        body = self.sessions.cached_body(profile)
+        if body is not None:
+            return 200, body
+        try:
+            return 200, await self.sessions.credentials_body(profile)
+        except BrokerError as exc:
+            return exc.status, error_body(exc.code, exc.message)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None

@@ -1,0 +1,82 @@
+"""`rolebroker serve`: logging, settings, the demo, and the run loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from typing import Coroutine, Any
+
+from broker.config import ConfigFiles
+from broker.runtime import runtime_dir, state_dir
+from broker.server import Daemon, DaemonSettings, PortInUse
+
+log = logging.getLogger("rolebroker")
+
+
+def configure_logging(level: str) -> None:
+    # journald stamps every line itself; a second timestamp would only be noise there.
+    under_journald = "JOURNAL_STREAM" in os.environ
+    fmt = "%(levelname)s %(name)s: %(message)s" if under_journald else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=fmt)
+    # botocore logs request details at debug level; never let them reach the journal.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def run(coroutine: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
+
+
+def serve(port: int, demo: bool, log_level: str) -> int:
+    configure_logging(log_level)
+    directory = runtime_dir()
+    files = ConfigFiles.from_environment()
+    demo_env: dict[str, str] = {}
+    started_demo = None
+    if demo:
+        from broker.demo import start_demo
+
+        started_demo = start_demo(directory)
+        files = started_demo.files
+        demo_env = {"AWS_ENDPOINT_URL_STS": started_demo.sts.endpoint_url}
+    settings = DaemonSettings(files=files, runtime_dir=directory, state_dir=state_dir(), port=port,
+                              client_env=demo_env)
+    try:
+        daemon = Daemon(settings)
+        sock = daemon.bind()
+    except PortInUse as exc:
+        print(f"rolebroker: {exc}", file=sys.stderr)
+        return 1
+    except PermissionError as exc:
+        print(f"rolebroker: {exc}", file=sys.stderr)
+        return 1
+    log.info("serving %d profiles from %s on http://127.0.0.1:%d", len(daemon.sessions.config.plans),
+             files.describe(), daemon.port)
+    if started_demo is not None:
+        print(DEMO_BANNER.format(sts=started_demo.sts.endpoint_url), file=sys.stderr, flush=True)
+    try:
+        run(daemon.serve([sock]))
+    finally:
+        if started_demo is not None:
+            started_demo.stop()
+    return 0
+
+
+DEMO_BANNER = """
+rolebroker demo: an embedded STS at {sts} and demo profiles `dev` and `prod`.
+The demo MFA device accepts any six-digit code, once. In another terminal, try:
+
+    rolebroker login dev --code 123456
+    eval "$(rolebroker env dev)"
+    aws sts get-caller-identity
+
+then `rolebroker status`: prod was served by the same MFA session, no second code.
+"""

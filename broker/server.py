@@ -1,0 +1,200 @@
+"""The daemon: config -> sessions -> HTTP, and the run loop that owns them."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from broker import __version__
+from broker.api import build_control_api
+from broker.clock import Clock, SystemClock
+from broker.config import BrokerConfig, ConfigFileError, ConfigFiles, load_config
+from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
+from broker.refresh import RefreshPolicy
+from broker.runtime import CONTROL_TOKEN_FILE, DAEMON_FILE, ensure_private_dir, write_json, write_private
+from broker.sessions import SessionManager
+from broker.sts import BotocoreSts, StsGateway
+from broker.tokens import TokenStore, new_token
+
+log = logging.getLogger("rolebroker")
+
+DEFAULT_PORT = 9911
+# Variables that outrank the container provider in some SDK's chain, or would make
+# it read a different token: whoever points a process at the broker unsets them.
+SHADOWING_VARIABLES = (
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+)
+CREDENTIAL_KEYS = ("aws_access_key_id", "role_arn", "credential_process", "credential_source",
+                   "sso_session", "sso_start_url", "web_identity_token_file", "login_session")
+
+
+class PortInUse(Exception):
+    pass
+
+
+@dataclass
+class DaemonSettings:
+    files: ConfigFiles
+    runtime_dir: Path
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    # Extra variables for clients of every profile (the demo points them at its STS).
+    client_env: dict[str, str] = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(self, settings: DaemonSettings, clock: Clock | None = None,
+                 sts: StsGateway | None = None, policy: RefreshPolicy | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.config_error: str | None = None
+        config = self._load_or_empty()
+        self.sessions = SessionManager(config, sts or BotocoreSts(settings.files), self.clock, policy)
+        ensure_private_dir(settings.state_dir)
+        self.tokens = TokenStore(settings.state_dir / "tokens.json", self.clock.now)
+        self.control_token = new_token()
+        control_api = build_control_api(self.sessions, self.tokens, self.control_token,
+                                        self.describe_env, self.reload, lambda: self.config_error)
+        self.app = CredentialsEndpoint(self.sessions, self.tokens, control_api)
+        self.port = settings.port
+        self.server: uvicorn.Server | None = None
+        self._mtimes = self._config_mtimes()
+
+    # ---- configuration ----------------------------------------------------------------
+
+    def _load_or_empty(self) -> BrokerConfig:
+        try:
+            return load_config(self.settings.files)
+        except ConfigFileError as exc:
+            self.config_error = str(exc)
+            log.error("%s; serving no profiles until it is fixed", exc)
+            return BrokerConfig(files=self.settings.files, plans={})
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config; a broken file keeps the last good one."""
+        self._mtimes = self._config_mtimes()
+        try:
+            config = load_config(self.settings.files)
+        except ConfigFileError as exc:
+            self.config_error = str(exc)
+            log.error("config reload failed, keeping the last good config: %s", exc)
+            return {"ok": False, "error": str(exc), "changed": []}
+        self.config_error = None
+        changed = self.sessions.apply_config(config)
+        log.info("config reloaded: %d profiles, changed: %s", len(config.plans), ", ".join(changed) or "none")
+        for name, problem in config.errors.items():
+            log.warning("profile %s is not served: %s", name, problem)
+        return {"ok": True, "error": None, "changed": changed}
+
+    def _config_mtimes(self) -> tuple[float | None, ...]:
+        stamps: list[float | None] = []
+        for path in (self.settings.files.config_file, self.settings.files.credentials_file):
+            try:
+                stamps.append(os.stat(path).st_mtime)
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
+
+    async def watch_config(self, interval: float = 2.0) -> None:
+        # File watching is about the real files, so it runs on real time, not the injected clock.
+        while True:
+            await asyncio.sleep(interval)
+            if self._config_mtimes() != self._mtimes:
+                self.reload()
+
+    # ---- what clients are told ----------------------------------------------------------
+
+    def endpoint_url(self, profile: str) -> str:
+        return f"http://127.0.0.1:{self.port}{CREDENTIALS_PREFIX}{profile}"
+
+    def describe_env(self, profile: str) -> dict[str, Any]:
+        plan = self.sessions.plan(profile)
+        set_vars: dict[str, str] = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": self.endpoint_url(profile)}
+        if plan.region:
+            set_vars["AWS_REGION"] = plan.region
+            set_vars["AWS_DEFAULT_REGION"] = plan.region
+        # A [default] profile with keys in the shared files outranks the container provider
+        # in every SDK: hide the files from the client (its region is exported above).
+        set_vars["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+        default = self.sessions.config.raw_profiles.get("default", {})
+        if any(key in default for key in CREDENTIAL_KEYS):
+            set_vars["AWS_CONFIG_FILE"] = os.devnull
+        set_vars.update(self.settings.client_env)
+        return {"profile": profile, "set": set_vars, "unset": list(SHADOWING_VARIABLES)}
+
+    # ---- serving ----------------------------------------------------------------------
+
+    def bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.settings.host, self.settings.port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(
+                    f"port {self.settings.port} on {self.settings.host} is already in use: another "
+                    "rolebroker may be running (`rolebroker status`), or pick another port with "
+                    "--port / ROLEBROKER_PORT"
+                ) from None
+            raise
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def write_runtime_files(self) -> None:
+        directory = ensure_private_dir(self.settings.runtime_dir)
+        write_private(directory / CONTROL_TOKEN_FILE, self.control_token.encode())
+        write_json(directory / DAEMON_FILE, {
+            "pid": os.getpid(), "port": self.port, "url": f"http://127.0.0.1:{self.port}",
+            "version": __version__,
+        })
+
+    def remove_runtime_files(self) -> None:
+        for name in (CONTROL_TOKEN_FILE, DAEMON_FILE):
+            try:
+                (self.settings.runtime_dir / name).unlink()
+            except FileNotFoundError:
+                pass
+
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        config = uvicorn.Config(
+            self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
+            date_header=False, timeout_graceful_shutdown=5, loop="none",
+        )
+        self.server = uvicorn.Server(config)
+        background = [asyncio.ensure_future(self.sessions.run()), asyncio.ensure_future(self.watch_config())]
+        self._install_reload_signal()
+        self.write_runtime_files()
+        try:
+            await self.server.serve(sockets=sockets)
+        finally:
+            for task in background:
+                task.cancel()
+            self.remove_runtime_files()
+            self.sessions.close()  # the sessions leave memory with the daemon
+            log.info("stopped; sessions wiped from memory")
+
+    def _install_reload_signal(self) -> None:
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass  # not the main thread (tests), or no signals on this platform
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True

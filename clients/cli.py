@@ -1,0 +1,305 @@
+"""`rolebroker`: the command line. It forwards to the daemon over HTTP; only `serve`
+imports the daemon (and with it boto3)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+from clients.daemon_client import DaemonClient, DaemonError
+from clients.envfmt import FORMATS
+
+DEFAULT_PORT = 9911  # keep in step with broker.server.DEFAULT_PORT
+ENV_TOKEN_TTL = 7 * 86400
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except DaemonError as exc:
+        print(f"rolebroker: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rolebroker",
+        description="Local AWS credential broker: one MFA code a day, role credentials for every tool.",
+    )
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("ROLEBROKER_PORT", DEFAULT_PORT)),
+                       help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, or $ROLEBROKER_PORT)")
+    serve.add_argument("--demo", action="store_true",
+                       help="serve a built-in demo (embedded STS, demo profiles dev and prod)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(handler=cmd_serve)
+
+    login = commands.add_parser("login", help="type an MFA code once; every profile sharing it is served")
+    login.add_argument("profile")
+    login.add_argument("--code", help="the MFA code (else prompted on a terminal, or read from stdin)")
+    login.set_defaults(handler=cmd_login)
+
+    logout = commands.add_parser("logout", help="wipe sessions from the daemon's memory")
+    group = logout.add_mutually_exclusive_group(required=True)
+    group.add_argument("profile", nargs="?")
+    group.add_argument("--all", action="store_true")
+    logout.set_defaults(handler=cmd_logout)
+
+    env = commands.add_parser("env", help="print the environment that points SDKs at the broker")
+    env.add_argument("profile")
+    env.add_argument("--format", choices=sorted(FORMATS), default="sh")
+    env.add_argument("--ttl", type=float, default=ENV_TOKEN_TTL / 3600,
+                     help="hours the printed client token stays valid (default 168)")
+    env.set_defaults(handler=cmd_env)
+
+    exec_ = commands.add_parser("exec", help="run a command with a profile's credentials")
+    exec_.add_argument("profile")
+    exec_.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    exec_.set_defaults(handler=cmd_exec)
+
+    status = commands.add_parser("status", help="sessions, expiry times and errors")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    reload = commands.add_parser("reload", help="re-read the AWS config files")
+    reload.set_defaults(handler=cmd_reload)
+
+    token = commands.add_parser("token", help="client tokens scoped to profiles")
+    token_commands = token.add_subparsers(metavar="ACTION")
+    create = token_commands.add_parser("create", help="print a new client token")
+    create.add_argument("--profile", action="append", default=[], dest="profiles")
+    create.add_argument("--name")
+    create.add_argument("--ttl", help="lifetime such as 30m, 8h, 7d (default: no expiry)")
+    create.set_defaults(handler=cmd_token_create)
+    listing = token_commands.add_parser("list", help="show tokens (never their values)")
+    listing.set_defaults(handler=cmd_token_list)
+    revoke = token_commands.add_parser("revoke", help="revoke a token by name")
+    revoke.add_argument("name")
+    revoke.set_defaults(handler=cmd_token_revoke)
+    return parser
+
+
+# ---- serve ------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from broker.main import serve  # the only path that imports the daemon's stack
+
+    return serve(port=args.port, demo=args.demo, log_level=args.log_level)
+
+
+# ---- login / logout ---------------------------------------------------------------------
+
+def read_code(profile: str, given: str | None) -> str:
+    if given:
+        return given.strip()
+    if sys.stdin.isatty():
+        print(f"MFA code for {profile}: ", end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    return line.strip()
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    client = DaemonClient(timeout=60)
+    code = read_code(args.profile, args.code)
+    try:
+        result = client.request("POST", "/v1/login", {"profile": args.profile, "code": code or None})
+    except DaemonError as exc:
+        print(f"rolebroker: login failed: {exc.message}", file=sys.stderr)
+        return 1
+    if not result["mfa_required"]:
+        print(f"{args.profile} needs no MFA code: it is served as soon as a client asks.")
+        return 0
+    expires = result["session_expires_at"]
+    print(f"Logged in: MFA session {result['session']} valid until {_local_time(expires)} "
+          f"({_duration(expires - time.time())}).")
+    print(f"Profiles served by it: {', '.join(result['profiles'])}")
+    if result.get("warm_error"):
+        print(f"warning: {args.profile}: {result['warm_error']}", file=sys.stderr)
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    client = DaemonClient()
+    result = client.request("POST", "/v1/logout", {"profile": None if args.all else args.profile})
+    wiped = result["wiped"]
+    print(f"Wiped from memory: {', '.join(wiped) if wiped else 'nothing was cached'}")
+    return 0
+
+
+# ---- env / exec -------------------------------------------------------------------------
+
+def client_environment(client: DaemonClient, profile: str, ttl_seconds: float) -> dict[str, Any]:
+    described = client.request("GET", f"/v1/profiles/{profile}/env")
+    minted = client.request("POST", "/v1/tokens", {"profiles": [profile], "ttl_seconds": ttl_seconds})
+    described["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = minted["token"]
+    described["token_name"] = minted["name"]
+    return described
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    client = DaemonClient()
+    described = client_environment(client, args.profile, args.ttl * 3600)
+    sys.stdout.write(FORMATS[args.format](described["set"], described["unset"]))
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("rolebroker: usage: rolebroker exec PROFILE -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    client = DaemonClient()
+    described = client_environment(client, args.profile, ENV_TOKEN_TTL)
+    environment = {k: v for k, v in os.environ.items() if k not in described["unset"]}
+    environment.update(described["set"])
+    try:
+        child = subprocess.Popen(command, env=environment)
+    except FileNotFoundError:
+        print(f"rolebroker: command not found: {command[0]}", file=sys.stderr)
+        _revoke_quietly(client, described["token_name"])
+        return 127
+    forward = lambda signum, _frame: child.send_signal(signum)  # noqa: E731
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _revoke_quietly(client, described["token_name"])  # the token dies with the command
+    return 128 - code if code < 0 else code
+
+
+def _revoke_quietly(client: DaemonClient, name: str) -> None:
+    try:
+        client.request("DELETE", f"/v1/tokens/{name}")
+    except DaemonError:
+        pass
+
+
+# ---- status -----------------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        client = DaemonClient()
+        status = client.request("GET", "/v1/status")
+    except DaemonError as exc:
+        if args.json:
+            print(json.dumps({"running": False, "message": exc.message}))
+        else:
+            print(exc.message)
+        return 3  # the LSB status code for "not running"
+    if args.json:
+        print(json.dumps({"running": True, **status}, indent=2))
+        return 0
+    print(render_status(status))
+    return 0
+
+
+def render_status(status: dict[str, Any]) -> str:
+    now = status["now"]
+    headers = ("PROFILE", "ROLE", "CREDENTIALS", "MFA SESSION", "LAST ERROR")
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for row in status["profiles"]:
+        if row["config_error"]:
+            rows.append((row["profile"], "-", "-", "-", "config error"))
+            notes.append(f"{row['profile']}: {row['config_error']}")
+            continue
+        credentials = (_duration(row["credentials_expire_at"] - now)
+                       if row["credentials_expire_at"] else "none yet")
+        if row["mfa_session"] is None:
+            mfa = "not needed"
+        elif row["login_required"]:
+            mfa = f"login needed (rolebroker login {row['profile']})"
+        else:
+            mfa = _duration(row["mfa_session_expires_at"] - now)
+        role = row["role_arn"] or "(MFA session itself)"
+        rows.append((row["profile"], role, credentials, mfa, row["last_error"] or "-"))
+        notes.extend(f"{row['profile']}: {note}" for note in row["notes"])
+    if status.get("config_error"):
+        notes.insert(0, f"config: {status['config_error']}")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if not rows:
+        lines.append("(no profiles with a role or an MFA device in the AWS config)")
+    return "\n".join(lines + [""] + notes if notes else lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds <= 0:
+        return "expired"
+    minutes = int(seconds // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
+
+
+def _local_time(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch).strftime("%H:%M")
+
+
+# ---- reload / tokens --------------------------------------------------------------------
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    result = DaemonClient().request("POST", "/v1/reload")
+    if not result["ok"]:
+        print(f"rolebroker: {result['error']} (still serving the last good config)", file=sys.stderr)
+        return 1
+    print(f"Config reloaded; profiles changed: {', '.join(result['changed']) or 'none'}")
+    return 0
+
+
+def parse_ttl(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise DaemonError(f"cannot read the TTL {text!r}: use a number with s, m, h or d (e.g. 8h)") from None
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    ttl = parse_ttl(args.ttl) if args.ttl else None
+    result = DaemonClient().request("POST", "/v1/tokens",
+                                    {"profiles": args.profiles, "name": args.name, "ttl_seconds": ttl})
+    print(result["token"])
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    result = DaemonClient().request("GET", "/v1/tokens")
+    print(f"{'NAME':24} {'PROFILES':20} {'CREATED':16} {'EXPIRES':16} LAST USED")
+    for row in result["tokens"]:
+        stamp = lambda t: dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
+        print(f"{row['name']:24} {','.join(row['profiles']) or '(all)':20} {stamp(row['created_at']):16} "
+              f"{stamp(row['expires_at']):16} {stamp(row['last_used_at'])}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    DaemonClient().request("DELETE", f"/v1/tokens/{args.name}")
+    print(f"Revoked {args.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
