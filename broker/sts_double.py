@@ -1,0 +1,484 @@
+"""A strict AWS STS double speaking the real STS Query protocol over real HTTP.
+
+Used by the test suite and embedded by `--demo` mode, so it is standard library only.
+It is stricter than moto where a credential broker can get things wrong: MFA codes
+are real RFC 6238 TOTP codes and single-use, role chaining is capped at one hour and
+drops the MFA context, temporary credentials expire by the injected clock and must be
+presented with their session token. Secrets never appear in a repr, log line or error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import string
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal, cast
+from urllib.parse import parse_qsl, urlsplit
+from xml.sax.saxutils import escape
+
+log = logging.getLogger("rolebroker.sts_double")
+
+_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
+_KEY_ALPHABET = string.ascii_uppercase + string.digits
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+_AUTH_RE = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([A-Za-z0-9]+)/")
+# re.ASCII: STS means ASCII word characters, Python's default \w would admit any letter.
+_SESSION_NAME_RE = re.compile(r"[\w+=,.@-]*", re.ASCII)
+_TOKEN_CODE_RE = re.compile(r"[0-9]{6}")  # not \d: that also matches non-ASCII digits
+_QUERY_RE = re.compile(r"\?\S*")
+_CHAINED_MAX = 3600
+_TOTP_STEP = 30
+
+_FAULTS: dict[str, tuple[int, str, str]] = {
+    "throttling": (400, "Throttling", "Rate exceeded"),
+    "server_error": (500, "InternalFailure",
+                     "The request processing has failed because of an unknown error, exception or failure."),
+    "unavailable": (503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
+}
+_FAULT_KINDS = frozenset(_FAULTS) | {"timeout"}
+
+_INVALID_CODE = "MultiFactorAuthentication failed with invalid MFA one time pass code. "
+_BAD_SERIAL = ("MultiFactorAuthentication failed, unable to validate MFA code. Please verify your MFA serial "
+               "number is valid and associated with this user.")
+
+
+def totp(secret: bytes, at: float, step: int = 30, digits: int = 6) -> str:
+    """RFC 6238 code (HMAC-SHA1, dynamic truncation per RFC 4226) for time `at`."""
+    mac = hmac.new(secret, struct.pack(">Q", int(at // step)), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF
+    return str(value % 10**digits).zfill(digits)
+
+
+@dataclass
+class MfaDevice:
+    serial: str
+    # None = demo mode: any 6-digit code is accepted (still single-use).
+    totp_secret: bytes | None = field(repr=False)
+
+
+@dataclass
+class IamUser:
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    arn: str
+    mfa_device: MfaDevice | None = None
+
+
+@dataclass
+class Role:
+    arn: str
+    max_session_duration: int = 3600
+    require_mfa: bool = False
+    external_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StsCall:
+    """One request as the double saw it. status 0 / error_code "timeout" = held, never answered."""
+
+    action: str
+    caller_access_key_id: str
+    params: dict[str, str] = field(hash=False)
+    status: int
+    error_code: str | None
+
+    def __repr__(self) -> str:
+        # TokenCode stays in `params` for assertions, but a code that was refused may still
+        # be valid for its 30 s window, so it is masked wherever the call gets printed.
+        shown = {k: ("******" if k == "TokenCode" else v) for k, v in self.params.items()}
+        return (f"StsCall(action={self.action!r}, caller_access_key_id={self.caller_access_key_id!r}, "
+                f"params={shown!r}, status={self.status!r}, error_code={self.error_code!r})")
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    """What the double remembers about temporary credentials it handed out."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+    kind: Literal["session", "role"]
+    expiration: float
+    user: IamUser = field(hash=False)
+    mfa_authenticated: bool
+    role_arn: str | None = None
+    session_name: str | None = None
+    chain_depth: int = 0  # 0 = GetSessionToken; 1 = role from a user; n+1 = role from a depth-n role
+
+
+class _StsError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+def _validation(message: str) -> _StsError:
+    return _StsError(400, "ValidationError", message)
+
+
+def _constraint(shown: str, name: str, rule: str) -> _StsError:
+    """The wording real STS uses for a parameter that fails its model constraint."""
+    return _validation(f"1 validation error detected: Value {shown} at '{name}' failed to satisfy "
+                       f"constraint: Member must {rule}")
+
+
+def _rand(n: int, alphabet: str = _KEY_ALPHABET) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def _account(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 5 else ""
+
+
+def _duration(params: dict[str, str], default: int, low: int, high: int) -> int:
+    raw = params.get("DurationSeconds")
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _constraint(f"'{raw[:32]}'", "durationSeconds", "be an integer") from None
+    if value < low:
+        raise _constraint(f"'{value}'", "durationSeconds", f"have value greater than or equal to {low}")
+    if value > high:
+        raise _constraint(f"'{value}'", "durationSeconds", f"have value less than or equal to {high}")
+    return value
+
+
+def _el(tag: str, text: str) -> str:
+    return f"<{tag}>{escape(text)}</{tag}>"
+
+
+@dataclass
+class _Fault:
+    action: str | None
+    kind: str
+    remaining: int
+
+
+class StsDouble:
+    """An STS endpoint on a local port; see the module docstring for what it enforces."""
+
+    def __init__(self, users: list[IamUser], roles: list[Role], now: Callable[[], float] = time.time,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self._now = now
+        self._address = (host, port)
+        self._users = {u.access_key_id: u for u in users}
+        if len(self._users) != len(users):
+            raise ValueError("two users share an access key id")
+        self._roles = {r.arn: r for r in roles}
+        if bad := [r.arn for r in roles if not 3600 <= r.max_session_duration <= 43200]:
+            raise ValueError(f"max_session_duration must be within 3600..43200: {bad}")
+        # Stable unique ids, as IAM assigns them once per principal.
+        self._user_ids = {u.arn: "AIDA" + _rand(17) for u in users}
+        self._role_ids = {r.arn: "AROA" + _rand(17) for r in roles}
+        self._issued: dict[str, IssuedCredential] = {}
+        self._used_steps: dict[str, set[int]] = {}  # serial -> TOTP time steps already consumed
+        self._used_any: dict[str, set[str]] = {}  # serial -> codes consumed on a demo (secret-less) device
+        self._accepted: list[str] = []
+        self._faults: list[_Fault] = []
+        # One lock for all state: request handling is quick, and it makes "single-use" atomic.
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._stopped = False
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.calls: list[StsCall] = []
+
+    def start(self) -> StsDouble:
+        if self._server is not None or self._stopped:
+            raise RuntimeError("StsDouble can be started once")
+        server = _Server(self._address, _Handler)
+        server.double = self
+        self._server = server
+        # Short poll interval: stop() waits for serve_forever to notice shutdown().
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="sts-double", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._release.set()  # hung requests return now; later ones never wait
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._thread = None
+        server.shutdown()
+        server.server_close()  # joins handler threads, none of which can block any more
+        thread.join()
+
+    def __enter__(self) -> StsDouble:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("StsDouble is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def count(self, action: str, *, ok: bool | None = None) -> int:
+        with self._lock:
+            return sum(1 for c in self.calls
+                       if c.action == action and (ok is None or (c.status == 200) == ok))
+
+    def used_codes(self) -> list[str]:
+        with self._lock:
+            return list(self._accepted)
+
+    def issued(self) -> list[IssuedCredential]:
+        """Every temporary credential handed out, oldest first."""
+        with self._lock:
+            return list(self._issued.values())
+
+    def inject_fault(self, action: str | None, fault: str, times: int = 1) -> None:
+        if fault not in _FAULT_KINDS:
+            raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(_FAULT_KINDS)}")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._faults.append(_Fault(action, fault, times))
+
+    def release_hung(self) -> None:
+        with self._lock:
+            released = self._release
+            if not self._stopped:  # after stop() the set event must stay, so late arrivals never hang
+                self._release = threading.Event()
+        released.set()
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, action: str) -> str | None:
+        for fault in self._faults:
+            if fault.action is None or fault.action == action:
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self._faults.remove(fault)
+                return fault.kind
+        return None
+
+    def _handle(self, form: dict[str, str], authorization: str | None,
+                token: str | None) -> tuple[int, bytes, str] | None:
+        """Answer one request: (status, body, request id), or None after a held "timeout"."""
+        action = form.get("Action", "")
+        # Action/Version are the call itself; X-Amz-* are query-string signing fields (one is a token).
+        params = {k: v for k, v in form.items() if k not in ("Action", "Version") and not k.startswith("X-Amz-")}
+        match = _AUTH_RE.match(authorization or "")
+        key_id = match.group(1) if match else ""
+        request_id = str(uuid.uuid4())
+        with self._lock:
+            fault = self._take_fault(action)
+            if fault == "timeout":
+                self.calls.append(StsCall(action, key_id, params, 0, "timeout"))
+                release = self._release
+            else:
+                try:
+                    if fault is not None:
+                        raise _StsError(*_FAULTS[fault])
+                    if match is None:
+                        raise _StsError(403, "MissingAuthenticationToken", "Request is missing Authentication Token")
+                    result = self._dispatch(action, *self._authenticate(key_id, token), params)
+                    status, code = 200, None
+                    body = (f'<{action}Response xmlns="{_NS}"><{action}Result>{result}</{action}Result>'
+                            f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
+                            f"</{action}Response>")
+                except Exception as exc:  # noqa: BLE001 - a bug in the double must still answer, as a 500
+                    if not isinstance(exc, _StsError):
+                        log.exception("sts-double: unexpected error handling %s", action)
+                    err = exc if isinstance(exc, _StsError) else _StsError(500, "InternalFailure", "internal error")
+                    status, code = err.status, err.code
+                    body = (f'<ErrorResponse xmlns="{_NS}"><Error><Type>{"Receiver" if status >= 500 else "Sender"}'
+                            f'</Type>{_el("Code", err.code)}{_el("Message", err.message)}</Error>'
+                            f"<RequestId>{request_id}</RequestId></ErrorResponse>")
+                self.calls.append(StsCall(action, key_id, params, status, code))
+        if fault == "timeout":
+            log.debug("sts-double: holding %s from %s (timeout fault)", action, key_id or "-")
+            release.wait()
+            return None
+        log.debug("sts-double: %s from %s -> %d %s", action, key_id or "-", status, code or "OK")
+        return status, body.encode(), request_id
+
+    def _authenticate(self, key_id: str, token: str | None) -> tuple[IamUser, IssuedCredential | None]:
+        user = self._users.get(key_id)
+        if user is not None:
+            return user, None
+        cred = self._issued.get(key_id)
+        if cred is None or not hmac.compare_digest((token or "").encode(), cred.session_token.encode()):
+            raise _StsError(403, "InvalidClientTokenId", "The security token included in the request is invalid.")
+        if self._now() >= cred.expiration:
+            raise _StsError(400, "ExpiredToken", "The security token included in the request is expired")
+        return cred.user, cred
+
+    def _dispatch(self, action: str, user: IamUser, cred: IssuedCredential | None, params: dict[str, str]) -> str:
+        if action == "GetSessionToken":
+            return self._get_session_token(user, cred, params)
+        if action == "AssumeRole":
+            return self._assume_role(user, cred, params)
+        if action == "GetCallerIdentity":
+            arn, user_id = self._identity(user, cred)
+            return _el("Arn", arn) + _el("UserId", user_id) + _el("Account", _account(arn))
+        raise _StsError(400, "InvalidAction", f"Could not find operation {action[:64]} for version 2011-06-15")
+
+    def _identity(self, user: IamUser, cred: IssuedCredential | None) -> tuple[str, str]:
+        """(ARN, UserId) of the caller as STS reports it."""
+        if cred is None or cred.kind == "session" or cred.role_arn is None:
+            return user.arn, self._user_ids[user.arn]
+        role_name = cred.role_arn.rsplit("/", 1)[-1]
+        arn = f"arn:aws:sts::{_account(cred.role_arn)}:assumed-role/{role_name}/{cred.session_name}"
+        return arn, f"{self._role_ids[cred.role_arn]}:{cred.session_name}"
+
+    def _get_session_token(self, user: IamUser, cred: IssuedCredential | None, params: dict[str, str]) -> str:
+        if cred is not None:
+            raise _StsError(403, "AccessDenied", "Cannot call GetSessionToken with session credentials")
+        duration = _duration(params, 43200, 900, 129600)
+        mfa = self._check_mfa(user, params)
+        return self._credentials_xml(self._issue("session", user, duration, mfa, None, None, 0))
+
+    def _assume_role(self, user: IamUser, cred: IssuedCredential | None, params: dict[str, str]) -> str:
+        role_arn, name = params.get("RoleArn"), params.get("RoleSessionName")
+        if not role_arn:
+            raise _constraint("null", "roleArn", "not be null")
+        if name is None or not 2 <= len(name) <= 64:
+            shown = "null" if name is None else f"'{name[:80]}'"
+            raise _constraint(shown, "roleSessionName", "have length between 2 and 64")
+        if not _SESSION_NAME_RE.fullmatch(name):
+            raise _constraint(f"'{name[:80]}'", "roleSessionName", r"satisfy regular expression pattern: [\w+=,.@-]*")
+        denied = _StsError(403, "AccessDenied", f"User: {self._identity(user, cred)[0]} is not authorized "
+                                                f"to perform: sts:AssumeRole on resource: {role_arn}")
+        role = self._roles.get(role_arn)
+        if role is None:
+            raise denied
+        duration = _duration(params, 3600, 900, 43200)
+        if cred is not None and duration > _CHAINED_MAX:
+            raise _validation("The requested DurationSeconds exceeds the 1 hour session limit "
+                              "for roles assumed by role chaining.")
+        if cred is None and duration > role.max_session_duration:
+            raise _validation("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
+        if role.external_id is not None and params.get("ExternalId") != role.external_id:
+            raise denied
+        if "SerialNumber" in params or "TokenCode" in params:
+            if cred is not None:  # the brief's rule: an MFA code on AssumeRole only from long-term keys
+                raise _StsError(403, "AccessDenied", _BAD_SERIAL)
+            mfa = self._check_mfa(user, params)
+        else:
+            # MFA context carries from a GetSessionToken session, never across a role hop.
+            mfa = cred is not None and cred.kind == "session" and cred.mfa_authenticated
+        if role.require_mfa and not mfa:
+            raise denied
+        depth = 1 if cred is None else cred.chain_depth + 1
+        new = self._issue("role", user, duration, mfa, role.arn, name, depth)
+        arn, role_id = self._identity(user, new)
+        return (self._credentials_xml(new)
+                + f"<AssumedRoleUser>{_el('AssumedRoleId', role_id)}{_el('Arn', arn)}</AssumedRoleUser>")
+
+    def _check_mfa(self, user: IamUser, params: dict[str, str]) -> bool:
+        """Validate and consume SerialNumber/TokenCode; False when neither was sent."""
+        serial, code = params.get("SerialNumber"), params.get("TokenCode")
+        if serial is None and code is None:
+            return False
+        if serial is None or code is None:
+            raise _validation("SerialNumber and TokenCode must be provided together.")
+        if not _TOKEN_CODE_RE.fullmatch(code):
+            # The refused value is not echoed: it may be a near-miss of a live code.
+            raise _constraint("(not shown)", "tokenCode", r"satisfy regular expression pattern: [\d]{6}")
+        device = user.mfa_device
+        if device is None or serial != device.serial:
+            raise _StsError(403, "AccessDenied", _BAD_SERIAL)
+        if device.totp_secret is None:
+            used_codes = self._used_any.setdefault(serial, set())
+            if code in used_codes:
+                raise _StsError(403, "AccessDenied", _INVALID_CODE)
+            used_codes.add(code)
+        else:
+            # Codes are consumed per time step, not per string: a fresh step that happens to
+            # repeat an old code (1 in 10^6) is a new one-time password, the same step is not.
+            secret, now_step = device.totp_secret, int(self._now() // _TOTP_STEP)
+            used_steps = self._used_steps.setdefault(serial, set())
+            matched = [s for s in (now_step - 1, now_step, now_step + 1)
+                       if s not in used_steps and hmac.compare_digest(totp(secret, s * _TOTP_STEP), code)]
+            if not matched:
+                raise _StsError(403, "AccessDenied", _INVALID_CODE)
+            used_steps.add(matched[0])
+        self._accepted.append(code)
+        return True
+
+    def _issue(self, kind: Literal["session", "role"], user: IamUser, duration: int, mfa: bool,
+               role_arn: str | None, session_name: str | None, depth: int) -> IssuedCredential:
+        key_id = "ASIA" + _rand(16)
+        while key_id in self._issued or key_id in self._users:
+            key_id = "ASIA" + _rand(16)
+        cred = IssuedCredential(
+            access_key_id=key_id, secret_access_key=_rand(40, _SECRET_ALPHABET),
+            session_token=secrets.token_urlsafe(192), kind=kind, expiration=self._now() + duration,
+            user=user, mfa_authenticated=mfa, role_arn=role_arn, session_name=session_name, chain_depth=depth)
+        self._issued[key_id] = cred
+        return cred
+
+    @staticmethod
+    def _credentials_xml(cred: IssuedCredential) -> str:
+        # Truncated to whole seconds, so clients see expiry no later than the double enforces it.
+        expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cred.expiration))
+        return ("<Credentials>" + _el("AccessKeyId", cred.access_key_id)
+                + _el("SecretAccessKey", cred.secret_access_key) + _el("SessionToken", cred.session_token)
+                + _el("Expiration", expiration) + "</Credentials>")
+
+
+class _Server(ThreadingHTTPServer):
+    double: StsDouble
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # One request per connection: no idle keep-alive thread can outlive stop(), which joins them.
+    protocol_version = "HTTP/1.0"
+    # A client that connects and never sends must not pin a handler thread (and stop()) forever.
+    timeout = 10.0
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        body = self.rfile.read(length).decode("utf-8", "replace") if length > 0 else ""
+        form = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
+        form.update(parse_qsl(body, keep_blank_values=True))
+        double = cast(_Server, self.server).double
+        reply = double._handle(form, self.headers.get("Authorization"), self.headers.get("X-Amz-Security-Token"))
+        if reply is None:  # a released "timeout": the client gets no answer, only a closed connection
+            self.close_connection = True
+            return
+        status, payload, request_id = reply
+        self.send_response(status)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("x-amzn-RequestId", request_id)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
+        # Not stderr, as the base class does; and no query string: a presigned URL carries a session token.
+        log.debug("sts-double http: %s", _QUERY_RE.sub("?...", format % args))
