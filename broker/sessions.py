@@ -263,10 +263,11 @@ class SessionManager:
         # No MFA device: a plain session needs no human, so fetch it on demand, once.
         return await self._single_flight(("session", source.key), lambda: self._start_session(source, None))
 
-    async def _start_session(self, source: SessionSource, code: str | None) -> Credentials:
+    async def _start_session(self, source: SessionSource, code: str | None,
+                             login_profile: str | None = None) -> Credentials:
         credentials = await self._run(
             self.sts.get_session_token, source.key.source_profile, source.keys, source.duration,
-            source.key.mfa_serial, code, self._region_of(source.key.source_profile),
+            source.key.mfa_serial, code, self._region_of(source.key.source_profile), login_profile,
         )
         self._mfa[source.key] = MfaSession(source.key, credentials, self.clock.now())
         return credentials
@@ -308,7 +309,7 @@ class SessionManager:
         if not code:
             raise LoginRequired(f"profile {profile!r} needs an MFA code: {login_hint(profile)} --code 123456")
         # Only a successful call replaces anything: a wrong code leaves every session as it was.
-        credentials = await self._start_session(root, code)
+        credentials = await self._start_session(root, code, profile)
         sharing = self.profiles_using(root.key)
         for name in sharing:
             self._roles.pop(name, None)

@@ -46,7 +46,8 @@ BAD_KEY_CODES = {"InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedC
 
 class StsGateway(Protocol):
     def get_session_token(self, profile: str, keys: StaticKeys, duration: int,
-                          serial: str | None, code: str | None, region: str | None) -> Credentials: ...
+                          serial: str | None, code: str | None, region: str | None,
+                          login_profile: str | None = None) -> Credentials: ...
 
     def assume_role(self, profile: str, source: SourceSecret, role_arn: str, session_name: str,
                     duration: int, external_id: str | None, region: str | None) -> Credentials: ...
@@ -73,11 +74,13 @@ class BotocoreSts:
         )
 
     def get_session_token(self, profile: str, keys: StaticKeys, duration: int,
-                          serial: str | None, code: str | None, region: str | None) -> Credentials:
+                          serial: str | None, code: str | None, region: str | None,
+                          login_profile: str | None = None) -> Credentials:
+        # `login_profile` is the profile the user typed, so messages repeat their own command.
         params: dict[str, Any] = {"DurationSeconds": duration}
         if serial:
             params.update(SerialNumber=serial, TokenCode=code or "")
-        with translate_errors(profile, "GetSessionToken"):
+        with translate_errors(login_profile or profile, "GetSessionToken"):
             response = self._client(profile, keys, region).get_session_token(**params)
         return _credentials(response["Credentials"], None)
 
