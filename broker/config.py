@@ -183,7 +183,9 @@ def _check_readable(path: str) -> None:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
-        raise ConfigFileError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
+        raise ConfigFileError(
+            f"cannot read {path}: {exc.strerror}; it must be a file you can read (check its permissions)"
+        ) from None
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -269,6 +271,7 @@ def _plan_source(
     own_keys = source_name == name and _static_keys(profiles[name]) is not None
     if source_name in chain and not own_keys:
         cycle = " -> ".join((*chain, source_name))
+        where = f"profile {chain[0]!r} in {files.describe()}"
         raise ProfileError(f"{where}: source_profile cycle {cycle}; one profile in it must hold keys")
     source = profiles[source_name]
     keys = _static_keys(source)
