@@ -430,6 +430,9 @@ class SessionManager:
             session = self._mfa.get(root.key) if root else None
             needs_mfa = bool(root and root.key.mfa_serial)
             notes: list[str] = []
+            if session is not None and session.credentials.expiration - self.clock.now() <= self.policy.mfa_warning:
+                left = (session.credentials.expiration - self.clock.now()) / 60
+                notes.append(f"MFA session ends in {left:.0f} min: {login_hint(name)} to keep going")
             if isinstance(plan, RolePlan) and plan.capped:
                 notes.append(f"duration_seconds {plan.requested_duration} capped to {plan.duration} "
                              "(STS limits roles assumed from session credentials to 1 hour)")

@@ -29,10 +29,11 @@ from broker.models import Credentials, SourceSecret, StaticKeys
 log = logging.getLogger("rolebroker.sts")
 
 # STS calls run off the request path, but a hung endpoint must not hold a worker for long.
+# One attempt per call: retries and their backoff belong to the refresh policy alone.
 CLIENT_CONFIG = botocore.config.Config(
     connect_timeout=3,
     read_timeout=5,
-    retries={"mode": "standard", "total_max_attempts": 2},
+    retries={"mode": "standard", "total_max_attempts": 1},
 )
 FALLBACK_REGION = "us-east-1"
 

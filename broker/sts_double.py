@@ -45,7 +45,8 @@ _FAULTS: dict[str, tuple[int, str, str]] = {
                      "The request processing has failed because of an unknown error, exception or failure."),
     "unavailable": (503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
 }
-_FAULT_KINDS = frozenset(_FAULTS) | {"timeout"}
+# "slow" holds a request until release_hung(), then answers it normally.
+_FAULT_KINDS = frozenset(_FAULTS) | {"timeout", "slow"}
 
 _INVALID_CODE = "MultiFactorAuthentication failed with invalid MFA one time pass code. "
 _BAD_SERIAL = ("MultiFactorAuthentication failed, unable to validate MFA code. Please verify your MFA serial "
@@ -192,6 +193,7 @@ class StsDouble:
         # One lock for all state: request handling is quick, and it makes "single-use" atomic.
         self._lock = threading.Lock()
         self._release = threading.Event()
+        self._held = threading.Semaphore(0)  # one permit per request a fault is holding
         self._stopped = False
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -263,6 +265,10 @@ class StsDouble:
                 self._release = threading.Event()
         released.set()
 
+    def wait_held(self, timeout: float = 10.0) -> bool:
+        """Block until a request is being held by a "timeout" or "slow" fault (a sync point, not a sleep)."""
+        return self._held.acquire(timeout=timeout)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -287,6 +293,12 @@ class StsDouble:
         request_id = str(uuid.uuid4())
         with self._lock:
             fault = self._take_fault(action)
+            slow = self._release if fault == "slow" else None
+        if slow is not None:
+            self._held.release()
+            slow.wait()
+            fault = None
+        with self._lock:
             if fault == "timeout":
                 self.calls.append(StsCall(action, key_id, params, 0, "timeout"))
                 release = self._release
@@ -312,6 +324,7 @@ class StsDouble:
                 self.calls.append(StsCall(action, key_id, params, status, code))
         if fault == "timeout":
             log.debug("sts-double: holding %s from %s (timeout fault)", action, key_id or "-")
+            self._held.release()
             release.wait()
             return None
         log.debug("sts-double: %s from %s -> %d %s", action, key_id or "-", status, code or "OK")

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -219,8 +220,8 @@ def write_config(tmp: Path, layout: dict[str, str], sts_url: str) -> ConfigFiles
 def start_broker(tmp: Path, layout: dict[str, str] | None = None, users: list[IamUser] | None = None,
                  roles: list[Role] | None = None, policy: RefreshPolicy | None = None,
                  clock: ManualClock | None = None) -> Broker:
-    # Start on a TOTP window boundary so code arithmetic in tests is easy to follow.
-    clock = clock or ManualClock(start=1_800_000_000.0)
+    # Real time, rounded to a TOTP window: client processes compare expirations with real time.
+    clock = clock or ManualClock(start=(time.time() // 30 + 1) * 30)
     sts = StsDouble(users or [alice()], roles or standard_roles(), now=clock.now).start()
     files = write_config(tmp, layout or CREDENTIALS_LAYOUT, sts.endpoint_url)
     settings = DaemonSettings(files=files, runtime_dir=tmp / "run", state_dir=tmp / "state", port=0)
