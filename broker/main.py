@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import socket
 import sys
 from typing import Coroutine, Any
 
+from broker import systemd
 from broker.config import ConfigFiles
 from broker.runtime import runtime_dir, state_dir
 from broker.server import Daemon, DaemonSettings, PortInUse
@@ -51,7 +54,9 @@ def serve(port: int, demo: bool, log_level: str) -> int:
                               client_env=demo_env)
     try:
         daemon = Daemon(settings)
-        sock = daemon.bind()
+        # Socket-activated: systemd holds the port (it may be queueing the first client).
+        sockets = systemd.listen_fds() or [daemon.bind()]
+        daemon.port = sockets[0].getsockname()[1]
     except PortInUse as exc:
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 1
@@ -62,12 +67,30 @@ def serve(port: int, demo: bool, log_level: str) -> int:
              files.describe(), daemon.port)
     if started_demo is not None:
         print(DEMO_BANNER.format(sts=started_demo.sts.endpoint_url), file=sys.stderr, flush=True)
+    # uvicorn re-raises SIGTERM once it has shut down; as an exception rather than the default
+    # instant death it lets Daemon.serve's cleanup run (runtime files, sessions), and exits 0.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        run(daemon.serve([sock]))
+        run(_serve_notifying(daemon, sockets))
     finally:
         if started_demo is not None:
             started_demo.stop()
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+async def _serve_notifying(daemon: Daemon, sockets: list[socket.socket]) -> None:
+    # Type=notify: READY=1 only once uvicorn accepts; it has a `started` flag but no callback.
+    ready = asyncio.ensure_future(
+        systemd.notify_when(lambda: daemon.server is not None and daemon.server.started))
+    try:
+        await daemon.serve(sockets)
+    finally:
+        ready.cancel()
+        systemd.notify("STOPPING=1")
 
 
 DEMO_BANNER = """

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_commands.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
     revoke.set_defaults(handler=cmd_token_revoke)
+
+    service = commands.add_parser("service", help="install the systemd user units (socket activation)")
+    service.add_argument("action", choices=["install", "uninstall", "status"])
+    service.set_defaults(handler=cmd_service)
     return parser
 
 
@@ -101,6 +105,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from broker.main import serve  # the only path that imports the daemon's stack
 
     return serve(port=args.port, demo=args.demo, log_level=args.log_level)
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from clients.service import main as service_main
+
+    return service_main(args.action)
 
 
 # ---- login / logout ---------------------------------------------------------------------
