@@ -52,6 +52,20 @@ class SessionSource:
     key: MfaSessionKey
     keys: StaticKeys
     duration: int
+    # A command that prints a code (a YubiKey, a password manager): the daemon renews
+    # the session by itself with it, so no human is needed at all.
+    mfa_process: str | None = None
+
+
+@dataclass(frozen=True)
+class DirectSource:
+    """The direct strategy: AssumeRole from long-term keys with the MFA code itself, for
+    accounts whose policies deny session-token credentials or check MFA age. Each
+    renewal needs a fresh code, so without `mfa_process` it lasts one role session."""
+
+    key: MfaSessionKey
+    keys: StaticKeys
+    mfa_process: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,12 +85,18 @@ class RoleSource:
 
 @dataclass(frozen=True)
 class BotocoreSource:
-    """A source botocore resolves itself (credential_process, SSO, credential_source...)."""
+    """A source botocore resolves itself: a profile with credential_process or SSO, or a
+    role profile's `credential_source` (Environment, Ec2InstanceMetadata, EcsContainer)."""
 
     profile: str
+    credential_source: str | None = None
 
 
-Source = SessionSource | StaticSource | RoleSource | BotocoreSource
+Source = SessionSource | DirectSource | StaticSource | RoleSource | BotocoreSource
+MfaSource = SessionSource | DirectSource
+STRATEGY_KEY = "rolebroker_strategy"
+STRATEGIES = ("session-token", "direct")
+CREDENTIAL_SOURCES = ("Environment", "Ec2InstanceMetadata", "EcsContainer")
 
 
 @dataclass(frozen=True)
@@ -214,7 +234,7 @@ def _plan_profile(
         return None  # plain long-term keys: nothing to broker, and never handed out as they are
     duration = _int_setting(section, MFA_SESSION_KEY, DEFAULT_MFA_SESSION_SECONDS,
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS, where)
-    source = SessionSource(MfaSessionKey(name, serial), keys, duration)
+    source = SessionSource(MfaSessionKey(name, serial), keys, duration, _str(section.get("mfa_process")))
     return SessionPlan(name=name, source=source, region=region)
 
 
@@ -237,14 +257,26 @@ def _plan_role(
     requested = _int_setting(section, "duration_seconds", DEFAULT_ROLE_SECONDS,
                              MIN_STS_SECONDS, MAX_ROLE_SECONDS, where)
     source_name = _str(section.get("source_profile"))
+    strategy = _str(section.get(STRATEGY_KEY)) or "session-token"
+    if strategy not in STRATEGIES:
+        raise ProfileError(f"{where}: {STRATEGY_KEY} = {strategy!r}; use one of {', '.join(STRATEGIES)}")
     if source_name is None:
-        if "credential_source" in section:
-            source: Source = BotocoreSource(name)
-        else:
+        credential_source = _str(section.get("credential_source"))
+        if credential_source is None:
             raise ProfileError(f"{where}: role_arn needs a source_profile (the profile with your IAM user's keys)")
+        if credential_source not in CREDENTIAL_SOURCES:
+            raise ProfileError(f"{where}: credential_source = {credential_source!r}; use one of "
+                               f"{', '.join(CREDENTIAL_SOURCES)}")
+        source: Source = BotocoreSource(name, credential_source)
     else:
         source = _plan_source(name, source_name, profiles, files, chain)
-    temporary_source = not isinstance(source, StaticSource)
+    if strategy == "direct":
+        if not isinstance(source, SessionSource):
+            raise ProfileError(f"{where}: {STRATEGY_KEY} = direct needs a source_profile with long-term keys "
+                               "and an mfa_serial")
+        source = DirectSource(source.key, source.keys, source.mfa_process)
+    # Only long-term keys (or the direct strategy's MFA code) escape the one-hour chaining cap.
+    temporary_source = not isinstance(source, (StaticSource, DirectSource))
     duration = min(requested, CHAINED_ROLE_CAP_SECONDS) if temporary_source else requested
     return RolePlan(
         name=name,
@@ -276,7 +308,12 @@ def _plan_source(
     source = profiles[source_name]
     keys = _static_keys(source)
     if source_name != name and "role_arn" in source and keys is None:
-        _plan_role(source_name, profiles, files, chain=(*chain, source_name))  # validates the chain
+        try:
+            _plan_role(source_name, profiles, files, chain=(*chain, source_name))
+        except ProfileError as exc:
+            if "cycle" in str(exc):
+                raise
+            raise ProfileError(f"{where}: its source_profile {source_name!r} is broken: {exc}") from None
         return RoleSource(source_name)
     if keys is None:
         return BotocoreSource(source_name)
@@ -288,7 +325,8 @@ def _plan_source(
     duration = _int_setting(source, MFA_SESSION_KEY, DEFAULT_MFA_SESSION_SECONDS,
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS,
                             f"profile {source_name!r} in {files.describe()}")
-    return SessionSource(MfaSessionKey(source_name, serial), keys, duration)
+    mfa_process = _str(profiles[name].get("mfa_process")) or _str(source.get("mfa_process"))
+    return SessionSource(MfaSessionKey(source_name, serial), keys, duration, mfa_process)
 
 
 def _inherited_region(source_name: str | None, profiles: Mapping[str, Mapping[str, Any]]) -> str | None:

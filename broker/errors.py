@@ -11,9 +11,11 @@ class BrokerError(Exception):
     # Transient errors are retried by the daemon and by SDKs (503); the others need the user.
     transient = False
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_at: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # When the daemon should try again, if the error itself knows (else: backoff).
+        self.retry_at = retry_at
 
 
 class UnknownProfile(BrokerError):
@@ -45,6 +47,14 @@ class StsDenied(BrokerError):
 
 class StsUnavailable(BrokerError):
     code = "StsUnavailable"
+    status = 503
+    transient = True
+
+
+class MfaCodeNotReady(BrokerError):
+    """mfa_process printed the code that was just used: the next one comes with the next window."""
+
+    code = "MfaCodeNotReady"
     status = 503
     transient = True
 

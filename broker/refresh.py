@@ -18,8 +18,10 @@ class RefreshPolicy:
     jitter: float = 5 * 60
     backoff_base: float = 5.0
     backoff_cap: float = 300.0
-    # Users are warned this long before their MFA session ends.
+    # Users are warned this long before their MFA session ends...
     mfa_warning: float = 30 * 60
+    # ...unless mfa_process lets the daemon start the next one this long ahead.
+    mfa_renew_ahead: float = 45 * 60
     # How long a request with nothing cached waits for STS before a retryable 503.
     # The JS and Java SDKs give up after 1 s, so stay well under it.
     bounded_wait: float = 0.6

@@ -21,7 +21,9 @@ from broker.clock import Clock
 from broker.config import (
     BotocoreSource,
     BrokerConfig,
+    DirectSource,
     MfaSessionKey,
+    MfaSource,
     ProfilePlan,
     RolePlan,
     RoleSource,
@@ -34,10 +36,13 @@ from broker.errors import (
     BrokerError,
     CredentialsPending,
     LoginRequired,
+    MfaCodeNotReady,
     ProfileConfigError,
+    StsDenied,
     UnknownProfile,
     login_hint,
 )
+from broker.mfa import next_window, run_mfa_process
 from broker.models import Credentials, SourceSecret
 from broker.refresh import RefreshPolicy
 from broker.sts import StsGateway
@@ -90,6 +95,7 @@ class LoginResult:
 class ProfileStatus:
     profile: str
     kind: str
+    strategy: str
     role_arn: str | None
     credentials_expire_at: float | None
     mfa_session: str | None
@@ -121,6 +127,14 @@ class SessionManager:
         self._state: dict[str, ProfileState] = {}
         self._inflight: dict[object, asyncio.Task[object]] = {}
         self._warned: set[tuple[MfaSessionKey, float]] = set()
+        # The last code each MFA device gave, and when its window ends: a code is good once.
+        self._last_code: dict[str, tuple[str, float]] = {}
+        self._device_locks: dict[str, asyncio.Lock] = {}
+        self._renewal_retry_at: dict[MfaSessionKey, float] = {}
+        self._renewal_error: dict[MfaSessionKey, str] = {}
+        # Bumped whenever a profile's sessions are wiped, so an STS call that was already
+        # in flight cannot bring them back when it lands.
+        self._generation: dict[str, int] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sts")
 
     # ---- the request path -------------------------------------------------------------
@@ -162,7 +176,9 @@ class SessionManager:
 
     def _raise_if_login_needed(self, plan: ProfilePlan) -> None:
         root = self.root_session_source(plan)
-        if root is not None and root.key.mfa_serial and root.key not in self._mfa:
+        if root is None or not root.key.mfa_serial or root.mfa_process:
+            return  # nothing to log in to, or the daemon gets codes by itself
+        if isinstance(root, DirectSource) or root.key not in self._mfa:
             raise LoginRequired(f"not logged in: {login_hint(plan.name)}")
 
     def _raise_if_backing_off(self, profile: str) -> None:
@@ -197,18 +213,34 @@ class SessionManager:
             return
         self._single_flight(profile, lambda: self._obtain(plan))
 
+    def _forget(self, name: str) -> None:
+        self._roles.pop(name, None)
+        self._state.pop(name, None)
+        self._generation[name] = self._generation.get(name, 0) + 1
+        self._inflight.pop(name, None)  # a call already in flight finishes, but stores nothing
+
     async def _obtain(self, plan: ProfilePlan) -> Issued:
+        generation = self._generation.get(plan.name, 0)
         state = self._state.setdefault(plan.name, ProfileState())
         try:
             credentials = await self._issue(plan)
         except BrokerError as exc:
             now = self.clock.now()
             state.failures += 1
-            state.retry_at = now + self.policy.retry_delay(state.failures, self.rng)
+            state.retry_at = exc.retry_at or now + self.policy.retry_delay(state.failures, self.rng)
             state.last_error, state.last_error_at = exc, now
             log.warning("profile %s: %s (%s); next try in %.0f s", plan.name, exc.code, exc.message,
                         state.retry_at - now)
             raise
+        if self._generation.get(plan.name, 0) != generation:
+            raise LoginRequired(f"the session of {plan.name!r} was wiped meanwhile: {login_hint(plan.name)}")
+        state.failures, state.retry_at, state.last_error = 0, 0.0, None
+        state.refreshes += 1
+        log.info("profile %s: credentials issued, valid for %.0f min", plan.name,
+                 (credentials.expiration - self.clock.now()) / 60)
+        return self._store(plan, credentials)
+
+    def _store(self, plan: ProfilePlan, credentials: Credentials) -> Issued:
         now = self.clock.now()
         role_arn = plan.role_arn if isinstance(plan, RolePlan) else None
         issued = Issued(
@@ -219,17 +251,19 @@ class SessionManager:
         )
         if self.config.plans.get(plan.name) == plan:  # a reload may have replaced the plan meanwhile
             self._roles[plan.name] = issued
-        state.failures, state.retry_at, state.last_error = 0, 0.0, None
-        state.refreshes += 1
-        log.info("profile %s: credentials issued, valid for %.0f min", plan.name,
-                 (credentials.expiration - now) / 60)
         return issued
 
     async def _issue(self, plan: ProfilePlan) -> Credentials:
         if isinstance(plan, SessionPlan):
             return await self._session_credentials(plan.source, plan.name)
-        source = await self._source_secret(plan.source, plan.name)
         session_name = plan.role_session_name or f"rolebroker-{int(self.clock.now())}"
+        if isinstance(plan.source, DirectSource):
+            if not plan.source.mfa_process:
+                raise LoginRequired(f"profile {plan.name!r} uses the direct strategy and its credentials "
+                                    f"have ended: {login_hint(plan.name)}")
+            code = await self._code_from_process(plan.source, plan.name)
+            return await self._assume_direct(plan, plan.source, code)
+        source = await self._source_secret(plan.source, plan.name)
         try:
             return await self._run(self.sts.assume_role, plan.name, source, plan.role_arn, session_name,
                                    plan.duration, plan.external_id, plan.region)
@@ -239,6 +273,40 @@ class SessionManager:
             if root is not None:
                 self._mfa.pop(root.key, None)
             raise LoginRequired(f"the MFA session has ended: {login_hint(plan.name)}") from None
+        except StsDenied as exc:
+            if isinstance(plan.source, RoleSource):
+                raise StsDenied(
+                    f"{exc.message}. Note: {plan.name!r} is a second hop of role chaining (its source "
+                    f"{plan.source.profile!r} is a role), and MFA does not carry over that hop: if the trust "
+                    "policy requires MFA, point source_profile at the IAM user's profile instead"
+                ) from None
+            raise
+
+    async def _assume_direct(self, plan: RolePlan, source: DirectSource, code: str) -> Credentials:
+        session_name = plan.role_session_name or f"rolebroker-{int(self.clock.now())}"
+        return await self._run(self.sts.assume_role, plan.name, source.keys, plan.role_arn, session_name,
+                               plan.duration, plan.external_id, plan.region, source.key.mfa_serial, code)
+
+    async def _code_from_process(self, source: MfaSource, profile: str) -> str:
+        """A fresh code from mfa_process, never one already given to STS."""
+        serial = source.key.mfa_serial or ""
+        lock = self._device_locks.setdefault(serial, asyncio.Lock())
+        async with lock:  # concurrent renewals on one device must take turns, one code each
+            assert source.mfa_process is not None
+            code = await self._run(run_mfa_process, source.mfa_process, profile)
+            self._claim_code(serial, code, profile)
+            return code
+
+    def _claim_code(self, serial: str, code: str, profile: str) -> None:
+        now = self.clock.now()
+        last = self._last_code.get(serial)
+        if last is not None and last[0] == code and now < last[1]:
+            raise MfaCodeNotReady(f"profile {profile!r}: the MFA device's current code was just used; "
+                                  "the next one comes within 30 seconds", retry_at=last[1])
+        self._remember_code(serial, code)
+
+    def _remember_code(self, serial: str, code: str) -> None:
+        self._last_code[serial] = (code, next_window(self.clock.now()))
 
     async def _source_secret(self, source: Source, profile: str) -> SourceSecret:
         if isinstance(source, StaticSource):
@@ -251,20 +319,27 @@ class SessionManager:
             if issued is None:
                 issued = await self._single_flight(source.profile, lambda: self._obtain(inner))
             return issued.credentials
-        assert isinstance(source, BotocoreSource)
-        return await self._run(self.sts.resolve_source, source.profile)
+        if isinstance(source, DirectSource):  # only ever at the root, handled by _issue
+            raise ProfileConfigError(f"profile {profile!r}: a direct-strategy profile cannot be a source")
+        return await self._run(self.sts.resolve_source, source.profile, source.credential_source)
 
     async def _session_credentials(self, source: SessionSource, profile: str) -> Credentials:
         session = self._mfa.get(source.key)
         if session is not None:
             return session.credentials
-        if source.key.mfa_serial:
+        if source.key.mfa_serial and not source.mfa_process:
             raise LoginRequired(f"not logged in: {login_hint(profile)}")
-        # No MFA device: a plain session needs no human, so fetch it on demand, once.
-        return await self._single_flight(("session", source.key), lambda: self._start_session(source, None))
+        # No MFA device, or one the daemon can read (mfa_process): no human needed, fetch it once.
+        return await self._single_flight(("session", source.key),
+                                         lambda: self._start_session(source, None, profile))
 
     async def _start_session(self, source: SessionSource, code: str | None,
                              login_profile: str | None = None) -> Credentials:
+        if source.key.mfa_serial:
+            if code is None:
+                code = await self._code_from_process(source, login_profile or source.key.source_profile)
+            else:  # a typed code goes to STS, which judges it; mfa_process must not reuse it
+                self._remember_code(source.key.mfa_serial, code)
         credentials = await self._run(
             self.sts.get_session_token, source.key.source_profile, source.keys, source.duration,
             source.key.mfa_serial, code, self._region_of(source.key.source_profile), login_profile,
@@ -281,8 +356,8 @@ class SessionManager:
 
     # ---- login / logout ---------------------------------------------------------------
 
-    def root_session_source(self, plan: ProfilePlan) -> SessionSource | None:
-        """The GetSessionToken session at the bottom of a profile's chain, if any."""
+    def root_session_source(self, plan: ProfilePlan) -> MfaSource | None:
+        """The MFA-bearing source at the bottom of a profile's chain, if any."""
         seen: set[str] = set()
         current: ProfilePlan | None = plan
         while current is not None and current.name not in seen:
@@ -290,7 +365,7 @@ class SessionManager:
             if isinstance(current, SessionPlan):
                 return current.source
             source = current.source
-            if isinstance(source, SessionSource):
+            if isinstance(source, (SessionSource, DirectSource)):
                 return source
             if not isinstance(source, RoleSource):
                 return None
@@ -298,22 +373,26 @@ class SessionManager:
         return None
 
     def profiles_using(self, key: MfaSessionKey) -> list[str]:
+        """Profiles served from the shared MFA session `key` (the direct strategy shares none)."""
         return sorted(name for name, plan in self.config.plans.items()
-                      if (root := self.root_session_source(plan)) is not None and root.key == key)
+                      if isinstance(root := self.root_session_source(plan), SessionSource) and root.key == key)
 
     async def login(self, profile: str, code: str | None) -> LoginResult:
         plan = self.plan(profile)
         root = self.root_session_source(plan)
         if root is None or not root.key.mfa_serial:
             return LoginResult(profile, False, root.key.label() if root else "", None, [plan.name])
-        if not code:
+        if not code and not root.mfa_process:
             raise LoginRequired(f"profile {profile!r} needs an MFA code: {login_hint(profile)} --code 123456")
+        if isinstance(root, DirectSource):
+            return await self._login_direct(plan, root, code)
         # Only a successful call replaces anything: a wrong code leaves every session as it was.
-        credentials = await self._start_session(root, code, profile)
+        credentials = await self._start_session(root, code or None, profile)
+        self._renewal_retry_at.pop(root.key, None)
+        self._renewal_error.pop(root.key, None)
         sharing = self.profiles_using(root.key)
         for name in sharing:
-            self._roles.pop(name, None)
-            self._state.pop(name, None)
+            self._forget(name)
         log.info("login: MFA session %s started, valid for %.1f h, serving %s", root.key.label(),
                  (credentials.expiration - self.clock.now()) / 3600, ", ".join(sharing))
         warm = {name: self._single_flight(name, lambda p=self.config.plans[name]: self._obtain(p))
@@ -324,14 +403,27 @@ class SessionManager:
             warm_error = str(warm[profile].exception())
         return LoginResult(profile, True, root.key.label(), credentials.expiration, sharing, warm_error)
 
+    async def _login_direct(self, plan: ProfilePlan, root: DirectSource, code: str | None) -> LoginResult:
+        assert isinstance(plan, RolePlan)
+        if code:
+            self._remember_code(root.key.mfa_serial or "", code)
+        else:
+            code = await self._code_from_process(root, plan.name)
+        credentials = await self._assume_direct(plan, root, code)
+        self._state.pop(plan.name, None)
+        self._store(plan, credentials)
+        log.info("login: %s assumed directly with MFA, valid for %.1f h", plan.name,
+                 (credentials.expiration - self.clock.now()) / 3600)
+        return LoginResult(plan.name, True, root.key.label(), credentials.expiration, [plan.name])
+
     def logout(self, profile: str | None) -> list[str]:
         """Wipe sessions from memory: one profile's MFA session (and every profile it
         serves), or everything."""
         if profile is None:
             wiped = sorted(self._roles.keys())
-            self._roles.clear()
+            for name in {*self._roles.keys(), *self._state, *self.config.plans}:
+                self._forget(name)
             self._mfa.clear()
-            self._state.clear()
             return wiped
         plan = self.plan(profile)
         root = self.root_session_source(plan)
@@ -339,15 +431,16 @@ class SessionManager:
         if root is not None:
             self._mfa.pop(root.key, None)
         for name in affected:
-            self._roles.pop(name, None)
-            self._state.pop(name, None)
+            self._forget(name)
         return affected
 
     # ---- background work --------------------------------------------------------------
 
     def _source_available(self, plan: ProfilePlan) -> bool:
         root = self.root_session_source(plan)
-        return root is None or not root.key.mfa_serial or root.key in self._mfa
+        if root is None or not root.key.mfa_serial or root.mfa_process:
+            return True
+        return isinstance(root, SessionSource) and root.key in self._mfa
 
     async def refresh_due(self) -> None:
         """Renew every cached profile whose refresh time has come; return when done."""
@@ -356,8 +449,34 @@ class SessionManager:
         for profile, issued in list(self._roles.items()):
             if now >= issued.refresh_at:
                 self._refresh_in_background(profile)
+        self._renew_mfa_sessions(now)
         self._warn_mfa_endings(now)
         await self.settle()
+
+    def _renew_mfa_sessions(self, now: float) -> None:
+        """With mfa_process, start a new MFA session before the current one ends."""
+        self._mfa.expire()
+        sources = {root.key: root for plan in self.config.plans.values()
+                   if isinstance(root := self.root_session_source(plan), SessionSource) and root.mfa_process}
+        for key, source in sources.items():
+            session = self._mfa.get(key)
+            if session is None or session.credentials.expiration - now > self.policy.mfa_renew_ahead:
+                continue
+            if now < self._renewal_retry_at.get(key, 0.0) or ("renew", key) in self._inflight:
+                continue
+            self._single_flight(("renew", key), lambda source=source: self._renew(source))
+
+    async def _renew(self, source: SessionSource) -> None:
+        try:
+            await self._start_session(source, None)
+        except BrokerError as exc:
+            now = self.clock.now()
+            self._renewal_retry_at[source.key] = exc.retry_at or now + self.policy.retry_delay(2, self.rng)
+            self._renewal_error[source.key] = exc.message
+            log.warning("MFA session %s: renewal with mfa_process failed: %s", source.key.label(), exc.message)
+            return
+        self._renewal_error.pop(source.key, None)
+        log.info("MFA session %s renewed with mfa_process", source.key.label())
 
     async def settle(self) -> None:
         while self._inflight:
@@ -368,10 +487,16 @@ class SessionManager:
         for key, session in self._mfa.items():
             left = session.credentials.expiration - now
             marker = (key, session.started_at)
+            if self._renews_itself(key) and key not in self._renewal_error:
+                continue
             if left <= self.policy.mfa_warning and marker not in self._warned:
                 self._warned.add(marker)
                 log.warning("MFA session %s ends in %.0f min: run `rolebroker login` for one of %s",
                             key.label(), left / 60, ", ".join(self.profiles_using(key)))
+
+    def _renews_itself(self, key: MfaSessionKey) -> bool:
+        return any(isinstance(root := self.root_session_source(plan), SessionSource)
+                   and root.key == key and root.mfa_process for plan in self.config.plans.values())
 
     async def run(self) -> None:
         """The background loop: wake every `tick` on the injected clock."""
@@ -399,8 +524,7 @@ class SessionManager:
             if key not in keys:
                 self._mfa.pop(key, None)
         for name in changed:
-            self._roles.pop(name, None)
-            self._state.pop(name, None)
+            self._forget(name)
         return sorted(changed)
 
     def _chain(self, plan: ProfilePlan) -> list[str]:
@@ -422,14 +546,19 @@ class SessionManager:
             plan = self.config.plans.get(name)
             state = self._state.get(name)
             if plan is None:
-                rows.append(ProfileStatus(name, "invalid", None, None, None, None, False, None, None,
+                rows.append(ProfileStatus(name, "invalid", "-", None, None, None, None, False, None, None,
                                           None, None, config_error=self.config.errors.get(name)))
                 continue
             issued = self._roles.get(name)
             root = self.root_session_source(plan)
             session = self._mfa.get(root.key) if root else None
             needs_mfa = bool(root and root.key.mfa_serial)
+            direct = isinstance(root, DirectSource)
             notes: list[str] = []
+            if root is not None and root.mfa_process and needs_mfa:
+                notes.append("codes come from mfa_process: renewed without a human")
+                if root.key in self._renewal_error:
+                    notes.append(f"last renewal failed: {self._renewal_error[root.key]}")
             if session is not None and session.credentials.expiration - self.clock.now() <= self.policy.mfa_warning:
                 left = (session.credentials.expiration - self.clock.now()) / 60
                 notes.append(f"MFA session ends in {left:.0f} min: {login_hint(name)} to keep going")
@@ -439,11 +568,14 @@ class SessionManager:
             rows.append(ProfileStatus(
                 profile=name,
                 kind="role" if isinstance(plan, RolePlan) else "session",
+                strategy=_strategy(plan, root),
                 role_arn=plan.role_arn if isinstance(plan, RolePlan) else None,
                 credentials_expire_at=issued.credentials.expiration if issued else None,
                 mfa_session=root.key.label() if needs_mfa and root else None,
-                mfa_session_expires_at=session.credentials.expiration if session else None,
-                login_required=needs_mfa and session is None,
+                mfa_session_expires_at=(issued.credentials.expiration if direct and issued
+                                        else session.credentials.expiration if session else None),
+                login_required=(needs_mfa and not (root and root.mfa_process)
+                                and (issued is None if direct else session is None)),
                 duration=plan.duration if isinstance(plan, RolePlan) else None,
                 requested_duration=plan.requested_duration if isinstance(plan, RolePlan) else None,
                 last_error=state.last_error.message if state and state.last_error else None,
@@ -456,3 +588,19 @@ class SessionManager:
         self._roles.clear()
         self._mfa.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _strategy(plan: ProfilePlan, root: MfaSource | None) -> str:
+    """How a profile's credentials are made, as `status` names it."""
+    if isinstance(root, DirectSource):
+        return "direct"
+    if isinstance(plan, SessionPlan):
+        return "session-token"
+    source = plan.source
+    if isinstance(source, RoleSource):
+        return f"chain via {source.profile}"
+    if isinstance(source, BotocoreSource):
+        return f"from {source.credential_source or source.profile}"
+    if isinstance(source, StaticSource):
+        return "long-term keys"
+    return "session-token"

@@ -51,7 +51,8 @@ class StsGateway(Protocol):
                           login_profile: str | None = None) -> Credentials: ...
 
     def assume_role(self, profile: str, source: SourceSecret, role_arn: str, session_name: str,
-                    duration: int, external_id: str | None, region: str | None) -> Credentials: ...
+                    duration: int, external_id: str | None, region: str | None,
+                    serial: str | None = None, code: str | None = None) -> Credentials: ...
 
     def resolve_source(self, profile: str) -> SourceSecret: ...
 
@@ -86,9 +87,12 @@ class BotocoreSts:
         return _credentials(response["Credentials"], None)
 
     def assume_role(self, profile: str, source: SourceSecret, role_arn: str, session_name: str,
-                    duration: int, external_id: str | None, region: str | None) -> Credentials:
+                    duration: int, external_id: str | None, region: str | None,
+                    serial: str | None = None, code: str | None = None) -> Credentials:
         params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name,
                                   "DurationSeconds": duration}
+        if serial:  # the direct strategy: the MFA code goes to AssumeRole itself
+            params.update(SerialNumber=serial, TokenCode=code or "")
         if external_id:
             params["ExternalId"] = external_id
         with translate_errors(profile, "AssumeRole"):
@@ -96,10 +100,14 @@ class BotocoreSts:
         account = role_arn.split(":")[4]
         return _credentials(response["Credentials"], account)
 
-    def resolve_source(self, profile: str) -> SourceSecret:
-        """Credentials botocore finds for a profile by other means (SSO, credential_process...)."""
+    def resolve_source(self, profile: str, credential_source: str | None = None) -> SourceSecret:
+        """Credentials botocore finds for a profile by other means (SSO, credential_process...),
+        or a role profile's `credential_source`."""
         try:
-            resolved = new_botocore_session(self.files, profile).get_credentials()
+            if credential_source is not None:
+                resolved = _credential_source_provider(credential_source).load()
+            else:
+                resolved = new_botocore_session(self.files, profile).get_credentials()
         except botocore.exceptions.BotoCoreError as exc:
             raise ProfileConfigError(f"profile {profile!r}: botocore could not load its credentials: {exc}") from None
         if resolved is None:
@@ -111,6 +119,19 @@ class BotocoreSts:
             expiration = expiry.timestamp() if expiry is not None else float("inf")
             return Credentials(frozen.access_key, frozen.secret_key, frozen.token, expiration)
         return StaticKeys(frozen.access_key, frozen.secret_key)
+
+
+def _credential_source_provider(name: str) -> Any:
+    # The same providers botocore uses for `credential_source` in a profile.
+    import botocore.credentials as providers
+    import botocore.utils
+
+    if name == "Environment":
+        return providers.EnvProvider()
+    if name == "EcsContainer":
+        return providers.ContainerProvider()
+    return providers.InstanceMetadataProvider(
+        iam_role_fetcher=botocore.utils.InstanceMetadataFetcher(timeout=2, num_attempts=1))
 
 
 def _credentials(raw: dict[str, Any], account: str | None) -> Credentials:

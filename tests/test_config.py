@@ -87,7 +87,7 @@ credential_source = Environment
     assert isinstance(first, RolePlan) and first.source == BotocoreSource("sso")
     assert isinstance(second, RolePlan) and second.source == RoleSource("first")
     assert second.duration == 3600
-    assert isinstance(ec2, RolePlan) and ec2.source == BotocoreSource("ec2")
+    assert isinstance(ec2, RolePlan) and ec2.source == BotocoreSource("ec2", "Environment")
 
 
 @pytest.mark.parametrize("credentials, profile, expected", [

@@ -1,0 +1,37 @@
+"""Where MFA codes come from when no human types them: `mfa_process`, a command that
+prints the current code (`ykman oath accounts code -s aws`, a password manager's OTP
+command). Its output is never logged: a code is a secret for its 30 seconds."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from broker.errors import ProfileConfigError
+
+CODE = re.compile(r"^\d{6}$")
+TOTP_STEP = 30
+PROCESS_TIMEOUT = 60.0
+
+
+def run_mfa_process(command: str, profile: str, timeout: float = PROCESS_TIMEOUT) -> str:
+    """Run the user's command through the shell (pipes are common there) and return the code."""
+    try:
+        result = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
+                                timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ProfileConfigError(f"profile {profile!r}: mfa_process did not finish within {timeout:.0f} s") from None
+    except OSError as exc:
+        raise ProfileConfigError(f"profile {profile!r}: cannot run mfa_process ({exc.strerror})") from None
+    if result.returncode != 0:
+        raise ProfileConfigError(f"profile {profile!r}: mfa_process exited with status {result.returncode}; "
+                                 "run it by hand to see why")
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    if not lines or not CODE.match(lines[-1]):
+        raise ProfileConfigError(f"profile {profile!r}: mfa_process must print a six-digit code on its last line")
+    return lines[-1]
+
+
+def next_window(now: float) -> float:
+    """When the next TOTP code becomes available."""
+    return (now // TOTP_STEP + 1) * TOTP_STEP
