@@ -92,6 +92,8 @@ class Daemon:
             log.error("config reload failed, keeping the last good config: %s", exc)
             return {"ok": False, "error": str(exc), "changed": []}
         self.config_error = None
+        if isinstance(self.sessions.sts, BotocoreSts):
+            self.sessions.sts.reset()  # its botocore sessions hold the old files' contents
         changed = self.sessions.apply_config(config)
         log.info("config reloaded: %d profiles, changed: %s", len(config.plans), ", ".join(changed) or "none")
         for name, problem in config.errors.items():
