@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from typing import Any, Callable
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -49,7 +49,7 @@ def _json_error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def build_control_api(sessions: SessionManager, tokens: TokenStore, control_token: str,
-                      describe_env: Callable[[str], dict[str, Any]],
+                      describe_env: Callable[[str, str], dict[str, Any]],
                       reload: Callable[[], dict[str, Any]],
                       config_problem: Callable[[], str | None] = lambda: None) -> FastAPI:
     app = FastAPI(title="rolebroker", version=__version__, docs_url=None, redoc_url=None)
@@ -98,9 +98,9 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore, control_toke
         return {"wiped": sessions.logout(request.profile)}
 
     @app.get("/v1/profiles/{profile}/env", dependencies=control)
-    async def profile_env(profile: str) -> dict[str, Any]:
+    async def profile_env(profile: str, target: str = Query("host", pattern="^(host|docker)$")) -> dict[str, Any]:
         sessions.plan(profile)  # 4xx for an unknown or broken profile
-        return describe_env(profile)
+        return describe_env(profile, target)
 
     @app.post("/v1/tokens", dependencies=control)
     async def create_token(request: TokenRequest) -> dict[str, Any]:

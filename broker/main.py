@@ -13,7 +13,7 @@ from typing import Coroutine, Any
 from broker import systemd
 from broker.config import ConfigFiles
 from broker.runtime import runtime_dir, state_dir
-from broker.server import Daemon, DaemonSettings, PortInUse
+from broker.server import DEFAULT_PORT, Daemon, DaemonSettings, PortInUse, check_listen_address
 
 log = logging.getLogger("rolebroker")
 
@@ -38,7 +38,8 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coroutine)
 
 
-def serve(port: int, demo: bool, log_level: str) -> int:
+def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None,
+          allow_network_listen: bool = False) -> int:
     configure_logging(log_level)
     directory = runtime_dir()
     files = ConfigFiles.from_environment()
@@ -50,13 +51,19 @@ def serve(port: int, demo: bool, log_level: str) -> int:
         started_demo = start_demo(directory)
         files = started_demo.files
         demo_env = {"AWS_ENDPOINT_URL_STS": started_demo.sts.endpoint_url}
+    try:
+        extra = [parse_listen(value, allow_network_listen) for value in listen or []]
+    except ValueError as exc:
+        print(f"rolebroker: {exc}", file=sys.stderr)
+        return 2
     settings = DaemonSettings(files=files, runtime_dir=directory, state_dir=state_dir(), port=port,
-                              client_env=demo_env)
+                              client_env=demo_env, extra_listen=extra)
     try:
         daemon = Daemon(settings)
         # Socket-activated: systemd holds the port (it may be queueing the first client).
         sockets = systemd.listen_fds() or [daemon.bind()]
         daemon.port = sockets[0].getsockname()[1]
+        sockets += daemon.bind_extra()
     except PortInUse as exc:
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 1
@@ -76,6 +83,19 @@ def serve(port: int, demo: bool, log_level: str) -> int:
         if started_demo is not None:
             started_demo.stop()
     return 0
+
+
+def parse_listen(value: str, allow_network: bool) -> tuple[str, int]:
+    """ADDRESS:PORT (IPv6 as [ADDRESS]:PORT); the address must be safe unless allowed by name."""
+    address, sep, port = value.rpartition(":")
+    address = address.strip("[]")
+    if not sep or not port.isdigit() or not address:
+        raise ValueError(f"--listen {value!r}: expected ADDRESS:PORT, e.g. 169.254.170.2:{DEFAULT_PORT}")
+    try:
+        check_listen_address(address, allow_network)
+    except ValueError as exc:
+        raise ValueError(f"--listen {value!r}: {exc}") from None
+    return address, int(port)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

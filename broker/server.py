@@ -19,6 +19,7 @@ from broker.api import build_control_api
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, ConfigFileError, ConfigFiles, load_config
 from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
+from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
 from broker.refresh import RefreshPolicy
 from broker.runtime import CONTROL_TOKEN_FILE, DAEMON_FILE, ensure_private_dir, write_json, write_private
 from broker.sessions import SessionManager
@@ -43,6 +44,23 @@ class PortInUse(Exception):
     pass
 
 
+# The addresses the SDKs accept over plain http besides loopback (SDK-COMPAT.md).
+LINK_LOCAL_ADDRESSES = ("169.254.170.2", "169.254.170.23", "fd00:ec2::23")
+
+
+def check_listen_address(address: str, allow_network: bool) -> None:
+    """Refuse to serve credentials on an address other machines can reach, unless asked by name."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    if ip.is_loopback or address in LINK_LOCAL_ADDRESSES or allow_network:
+        return
+    raise ValueError(
+        f"{address} can be reached from other machines: anyone there could ask for credentials. "
+        "Use 169.254.170.2 for containers, or pass --allow-network-listen if you mean it"
+    )
+
+
 @dataclass
 class DaemonSettings:
     files: ConfigFiles
@@ -52,6 +70,8 @@ class DaemonSettings:
     port: int = DEFAULT_PORT
     # Extra variables for clients of every profile (the demo points them at its STS).
     client_env: dict[str, str] = field(default_factory=dict)
+    # More addresses beside the loopback one, e.g. 169.254.170.2 for bridged containers.
+    extra_listen: list[tuple[str, int]] = field(default_factory=list)
 
 
 class Daemon:
@@ -67,7 +87,10 @@ class Daemon:
         self.control_token = new_token()
         control_api = build_control_api(self.sessions, self.tokens, self.control_token,
                                         self.describe_env, self.reload, lambda: self.config_error)
-        self.app = CredentialsEndpoint(self.sessions, self.tokens, control_api)
+        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, self.control_token)
+        self.listeners: list[tuple[str, int]] = []
+        self._hosts: frozenset[bytes] = frozenset()
+        self.app = RequestGuard(endpoint, lambda: self._hosts, FailureThrottle(self.clock.now))
         self.port = settings.port
         self.server: uvicorn.Server | None = None
         self._mtimes = self._config_mtimes()
@@ -118,12 +141,30 @@ class Daemon:
 
     # ---- what clients are told ----------------------------------------------------------
 
-    def endpoint_url(self, profile: str) -> str:
-        return f"http://127.0.0.1:{self.port}{CREDENTIALS_PREFIX}{profile}"
+    def endpoint_url(self, profile: str, address: str = "127.0.0.1", port: int | None = None) -> str:
+        host = f"[{address}]" if ":" in address else address
+        return f"http://{host}:{port or self.port}{CREDENTIALS_PREFIX}{profile}"
 
-    def describe_env(self, profile: str) -> dict[str, Any]:
+    def container_listener(self) -> tuple[str, int] | None:
+        """The link-local listener bridged containers can reach, if the daemon has one."""
+        for address, port in self.listeners:
+            if address in LINK_LOCAL_ADDRESSES:
+                return address, port
+        return None
+
+    def describe_env(self, profile: str, target: str = "host") -> dict[str, Any]:
         plan = self.sessions.plan(profile)
-        set_vars: dict[str, str] = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": self.endpoint_url(profile)}
+        url = self.endpoint_url(profile)
+        notes: list[str] = []
+        if target == "docker":
+            listener = self.container_listener()
+            if listener is not None:
+                url = self.endpoint_url(profile, *listener)
+            else:
+                notes.append("the daemon has no link-local listener, so only `docker run --network host` "
+                             "containers can reach it; or run `sudo rolebroker docker setup` and restart the "
+                             "daemon with `--listen 169.254.170.2:PORT`")
+        set_vars: dict[str, str] = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": url}
         if plan.region:
             set_vars["AWS_REGION"] = plan.region
             set_vars["AWS_DEFAULT_REGION"] = plan.region
@@ -134,28 +175,43 @@ class Daemon:
         if any(key in default for key in CREDENTIAL_KEYS):
             set_vars["AWS_CONFIG_FILE"] = os.devnull
         set_vars.update(self.settings.client_env)
-        return {"profile": profile, "set": set_vars, "unset": list(SHADOWING_VARIABLES)}
+        if target == "docker":
+            # Inside a container the host's files do not exist; Go would proxy 169.254.170.x.
+            set_vars.pop("AWS_SHARED_CREDENTIALS_FILE", None)
+            set_vars.pop("AWS_CONFIG_FILE", None)
+            set_vars["NO_PROXY"] = ",".join(a for a, _ in self.listeners)
+        return {"profile": profile, "set": set_vars, "unset": list(SHADOWING_VARIABLES), "notes": notes}
 
     # ---- serving ----------------------------------------------------------------------
 
     def bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        """The loopback listener every local client uses."""
+        return self._bind(self.settings.host, self.settings.port, primary=True)
+
+    def bind_extra(self) -> list[socket.socket]:
+        return [self._bind(address, port, primary=False) for address, port in self.settings.extra_listen]
+
+    def _bind(self, host: str, port: int, primary: bool) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((self.settings.host, self.settings.port))
+            sock.bind((host, port))
         except OSError as exc:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(
-                    f"port {self.settings.port} on {self.settings.host} is already in use: another "
-                    "rolebroker may be running (`rolebroker status`), or pick another port with "
-                    "--port / ROLEBROKER_PORT"
+                    f"port {port} on {host} is already in use: another rolebroker may be running "
+                    "(`rolebroker status`), or pick another port with --port / ROLEBROKER_PORT"
                 ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise PortInUse(f"{host} is not an address of this machine: for 169.254.170.2 run "
+                                "`sudo rolebroker docker setup` first") from None
             raise
         sock.listen(1024)
         sock.setblocking(False)
-        self.port = sock.getsockname()[1]
+        if primary:
+            self.port = sock.getsockname()[1]
         return sock
 
     def write_runtime_files(self) -> None:
@@ -163,7 +219,7 @@ class Daemon:
         write_private(directory / CONTROL_TOKEN_FILE, self.control_token.encode())
         write_json(directory / DAEMON_FILE, {
             "pid": os.getpid(), "port": self.port, "url": f"http://127.0.0.1:{self.port}",
-            "version": __version__,
+            "listen": [f"{a}:{p}" for a, p in self.listeners], "version": __version__,
         })
 
     def remove_runtime_files(self) -> None:
@@ -174,6 +230,8 @@ class Daemon:
                 pass
 
     async def serve(self, sockets: list[socket.socket]) -> None:
+        self.listeners = [tuple(sock.getsockname()[:2]) for sock in sockets]  # type: ignore[misc]
+        self._hosts = allowed_hosts(self.listeners)
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
             date_header=False, timeout_graceful_shutdown=5, loop="none",
