@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any, Sequence
 
+from urllib.parse import quote
+
 from clients.daemon_client import DaemonClient, DaemonError
 from clients.envfmt import FORMATS
 
@@ -21,8 +23,14 @@ ENV_TOKEN_TTL = 7 * 86400
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if len(arguments) == 2 and arguments[0] == "credential-process" and not arguments[1].startswith("-"):
+        # The fast path: tools run this before every AWS call, so skip argparse and friends.
+        from clients.credential_process import main as credential_process
+
+        return credential_process(arguments[1])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
@@ -47,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, or $ROLEBROKER_PORT)")
     serve.add_argument("--demo", action="store_true",
                        help="serve a built-in demo (embedded STS, demo profiles dev and prod)")
+    serve.add_argument("--listen", action="append", default=[], metavar="ADDRESS:PORT",
+                       help="also listen here (repeatable), e.g. 169.254.170.2:9911 for bridged containers")
+    serve.add_argument("--allow-network-listen", action="store_true",
+                       help="allow --listen on an address other machines can reach (exposes credentials)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=cmd_serve)
 
@@ -66,7 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--format", choices=sorted(FORMATS), default="sh")
     env.add_argument("--ttl", type=float, default=ENV_TOKEN_TTL / 3600,
                      help="hours the printed client token stays valid (default 168)")
+    env.add_argument("--token-file", metavar="PATH",
+                     help="write the token to PATH (0600) and export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
     env.set_defaults(handler=cmd_env)
+
+    process = commands.add_parser("credential-process",
+                                  help="print credential_process JSON (for IDE toolkits, Terraform, older SDKs)")
+    process.add_argument("profile")
+    process.set_defaults(handler=cmd_credential_process)
 
     exec_ = commands.add_parser("exec", help="run a command with a profile's credentials")
     exec_.add_argument("profile")
@@ -104,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace) -> int:
     from broker.main import serve  # the only path that imports the daemon's stack
 
-    return serve(port=args.port, demo=args.demo, log_level=args.log_level)
+    return serve(port=args.port, demo=args.demo, log_level=args.log_level, listen=args.listen,
+                 allow_network_listen=args.allow_network_listen)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -154,9 +174,11 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 # ---- env / exec -------------------------------------------------------------------------
 
-def client_environment(client: DaemonClient, profile: str, ttl_seconds: float) -> dict[str, Any]:
-    described = client.request("GET", f"/v1/profiles/{profile}/env")
-    minted = client.request("POST", "/v1/tokens", {"profiles": [profile], "ttl_seconds": ttl_seconds})
+def client_environment(client: DaemonClient, profile: str, ttl_seconds: float, target: str = "host",
+                       token_name: str | None = None) -> dict[str, Any]:
+    described = client.request("GET", f"/v1/profiles/{quote(profile, safe='')}/env?target={target}")
+    minted = client.request("POST", "/v1/tokens",
+                            {"profiles": [profile], "ttl_seconds": ttl_seconds, "name": token_name})
     described["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = minted["token"]
     described["token_name"] = minted["name"]
     return described
@@ -164,9 +186,36 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float) -
 
 def cmd_env(args: argparse.Namespace) -> int:
     client = DaemonClient()
-    described = client_environment(client, args.profile, args.ttl * 3600)
-    sys.stdout.write(FORMATS[args.format](described["set"], described["unset"]))
+    target = "docker" if args.format == "docker" else "host"
+    name = f"{target}-{args.profile}-{os.urandom(3).hex()}"[:64] if target == "docker" else None
+    described = client_environment(client, args.profile, args.ttl * 3600, target, name)
+    set_vars, unset = described["set"], list(described["unset"])
+    if args.token_file:
+        # The file wins over the variable in every SDK but Java, so drop the variable too.
+        write_token_file(args.token_file, set_vars.pop("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
+        set_vars["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] = os.path.abspath(args.token_file)
+        unset = [v for v in unset if v != "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]
+        unset.append("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+    for note in described.get("notes", []):
+        print(f"rolebroker: note: {note}", file=sys.stderr)
+    try:
+        sys.stdout.write(FORMATS[args.format](set_vars, unset))
+    except ValueError as exc:
+        print(f"rolebroker: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def write_token_file(path: str, token: str) -> None:
+    """0600 from the first byte, no trailing newline (botocore rejects a token with one)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, token.encode())
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -202,6 +251,12 @@ def _revoke_quietly(client: DaemonClient, name: str) -> None:
         client.request("DELETE", f"/v1/tokens/{name}")
     except DaemonError:
         pass
+
+
+def cmd_credential_process(args: argparse.Namespace) -> int:
+    from clients.credential_process import main as credential_process
+
+    return credential_process(args.profile)
 
 
 # ---- status -----------------------------------------------------------------------------
