@@ -226,6 +226,12 @@ def start_broker(tmp: Path, layout: dict[str, str] | None = None, users: list[Ia
     files = write_config(tmp, layout or CREDENTIALS_LAYOUT, sts.endpoint_url)
     settings = DaemonSettings(files=files, runtime_dir=tmp / "run", state_dir=tmp / "state", port=0)
     daemon = Daemon(settings, clock=clock, policy=policy or RefreshPolicy(tick=30))
+    loop, thread = serve_in_thread(daemon)
+    return Broker(tmp, clock, sts, daemon, loop, thread, files)
+
+
+def serve_in_thread(daemon: Daemon) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    """Run a daemon on its own event loop in a thread, on a real loopback socket."""
     sock = daemon.bind()  # listening already: requests queue until the loop runs
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -239,4 +245,4 @@ def start_broker(tmp: Path, layout: dict[str, str] | None = None, users: list[Ia
     thread = threading.Thread(target=run, name="daemon", daemon=True)
     thread.start()
     ready.wait(10)
-    return Broker(tmp, clock, sts, daemon, loop, thread, files)
+    return loop, thread
