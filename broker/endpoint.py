@@ -31,8 +31,10 @@ MAX_TOKEN_LENGTH = 512
 
 class CredentialsEndpoint:
     def __init__(self, sessions: SessionManager, tokens: TokenStore, fallback: ASGIApp,
-                 control_token: str = "") -> None:
+                 control_token: str = "", on_auth_failure: Callable[[Scope], Awaitable[None]] | None = None) -> None:
         self.sessions = sessions
+        # Called before a 401 is sent: the guard's throttle holds answers to guessers.
+        self.on_auth_failure = on_auth_failure
         self.tokens = tokens
         self.fallback = fallback
         # The CLI's own token (credential-process) may read every profile.
@@ -41,6 +43,8 @@ class CredentialsEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(CREDENTIALS_PREFIX):
             status, body = await self.respond(scope)
+            if status == 401 and self.on_auth_failure is not None:
+                await self.on_auth_failure(scope)
             await send({
                 "type": "http.response.start",
                 "status": status,

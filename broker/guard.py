@@ -11,6 +11,7 @@ Failed token checks are slowed down per peer address without delaying valid clie
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
@@ -49,6 +50,12 @@ class FailureThrottle:
     cap: float = 2.0
     _failures: dict[str, deque[float]] = field(default_factory=dict)
 
+    async def hold(self, scope: Scope) -> None:
+        """Record a failed authentication and hold its answer as long as the policy says."""
+        delay = self.record(scope["client"][0] if scope.get("client") else "-")
+        if delay:
+            await asyncio.sleep(delay)
+
     def record(self, peer: str) -> float:
         """Note a failure; return how long its answer should be held."""
         now = self.now()
@@ -76,10 +83,14 @@ class RequestGuard:
             status, code, message = problem
             await _reply(send, status, code, message)
             return
+        if scope["path"].startswith(CREDENTIALS_PREFIX):
+            # The hot path: the endpoint reads no body and throttles its own 401s, so no wrappers.
+            await self.app(scope, receive, send)
+            return
         peer = scope["client"][0] if scope.get("client") else "-"
 
         async def send_throttled(message: dict[str, object]) -> None:
-            if message["type"] == "http.response.start" and message["status"] in (401,):
+            if message["type"] == "http.response.start" and message["status"] == 401:
                 delay = self.throttle.record(peer)
                 if delay:
                     await asyncio.sleep(delay)
@@ -110,6 +121,7 @@ class RequestGuard:
         return None
 
 
+@functools.lru_cache(maxsize=64)
 def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback

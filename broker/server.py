@@ -87,10 +87,11 @@ class Daemon:
         self.control_token = new_token()
         control_api = build_control_api(self.sessions, self.tokens, self.control_token,
                                         self.describe_env, self.reload, lambda: self.config_error)
-        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, self.control_token)
+        throttle = FailureThrottle(self.clock.now)
+        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, self.control_token, throttle.hold)
         self.listeners: list[tuple[str, int]] = []
         self._hosts: frozenset[bytes] = frozenset()
-        self.app = RequestGuard(endpoint, lambda: self._hosts, FailureThrottle(self.clock.now))
+        self.app = RequestGuard(endpoint, lambda: self._hosts, throttle)
         self.port = settings.port
         self.server: uvicorn.Server | None = None
         self._mtimes = self._config_mtimes()

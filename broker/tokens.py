@@ -13,7 +13,7 @@ import hmac
 import logging
 import re
 import secrets
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -92,8 +92,9 @@ class TokenStore:
 
     def check(self, token: str) -> TokenRecord:
         """The record of a valid token, else TokenRejected (no hint which way it failed)."""
-        record = self._by_digest.get(digest(token))
-        if record is None or not hmac.compare_digest(record.digest, digest(token)):
+        presented = digest(token)
+        record = self._by_digest.get(presented)
+        if record is None or not hmac.compare_digest(record.digest, presented):
             raise TokenRejected("unknown token")
         if record.expires_at is not None and self.now() >= record.expires_at:
             raise TokenRejected("expired token")
