@@ -29,6 +29,17 @@ def configure_logging(level: str) -> None:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives every thread that allocates its own arena; the STS worker threads would
+    each keep one, a few MB of resident memory apiece for a daemon that is mostly idle."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def run(coroutine: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
@@ -41,6 +52,7 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
 def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None,
           allow_network_listen: bool = False) -> int:
     configure_logging(log_level)
+    limit_malloc_arenas()
     directory = runtime_dir()
     files = ConfigFiles.from_environment()
     demo_env: dict[str, str] = {}

@@ -116,7 +116,7 @@ def _expiry_of(_key: object, value: Issued | MfaSession, _now: float) -> float:
 class SessionManager:
     def __init__(self, config: BrokerConfig, sts: StsGateway, clock: Clock,
                  policy: RefreshPolicy | None = None, rng: random.Random | None = None,
-                 workers: int = 8) -> None:
+                 workers: int = 4) -> None:
         self.config = config
         self.sts = sts
         self.clock = clock

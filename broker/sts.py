@@ -64,32 +64,24 @@ class BotocoreSts:
 
     def __init__(self, files: ConfigFiles) -> None:
         self.files = files
-        # A botocore session costs ~90 ms to build and a client from it ~5 ms: keep one
-        # per profile, sharing one data loader. Sessions are not thread-safe: one lock.
-        self._sessions: dict[str, botocore.session.Session] = {}
-        self._loader: Any = None
+        # A botocore session costs ~90 ms and ~150 KB to build, a client from it ~5 ms: keep
+        # one for all profiles and switch its profile (which is all botocore.Session(profile=)
+        # does) under a lock, since sessions are not thread-safe. Clients are.
+        self._session: botocore.session.Session | None = None
         self._lock = threading.Lock()
 
     def reset(self) -> None:
-        """Forget cached sessions (they hold the parsed config files)."""
+        """Forget the cached session (it holds the parsed config files)."""
         with self._lock:
-            self._sessions.clear()
-
-    def _session(self, profile: str) -> botocore.session.Session:
-        session = self._sessions.get(profile)
-        if session is None:
-            session = new_botocore_session(self.files, profile)
-            if self._loader is None:
-                self._loader = session.get_component("data_loader")
-            else:
-                session.register_component("data_loader", self._loader)
-            self._sessions[profile] = session
-        return session
+            self._session = None
 
     def _client(self, profile: str, secret: SourceSecret, region: str | None) -> Any:
         token = secret.session_token if isinstance(secret, Credentials) else None
         with self._lock:
-            session = self._session(profile)
+            if self._session is None:
+                self._session = new_botocore_session(self.files)
+            session = self._session
+            session.set_config_variable("profile", profile)
             return session.create_client(
                 "sts",
                 region_name=region or session.get_config_variable("region") or FALLBACK_REGION,
