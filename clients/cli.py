@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     service = commands.add_parser("service", help="install the systemd user units (socket activation)")
     service.add_argument("action", choices=["install", "uninstall", "status"])
     service.set_defaults(handler=cmd_service)
+
+    docker = commands.add_parser("docker", help="put 169.254.170.2 on this machine for bridged containers (root)")
+    from clients.docker_link import add_arguments as add_docker_arguments  # standard library only
+
+    add_docker_arguments(docker)
+    docker.set_defaults(handler=cmd_docker)
     return parser
 
 
@@ -131,6 +137,12 @@ def cmd_service(args: argparse.Namespace) -> int:
     from clients.service import main as service_main
 
     return service_main(args.action)
+
+
+def cmd_docker(args: argparse.Namespace) -> int:
+    from clients.docker_link import run as docker_link
+
+    return docker_link(args)
 
 
 # ---- login / logout ---------------------------------------------------------------------
