@@ -74,7 +74,7 @@ class CredentialsEndpoint:
         try:
             record = self.tokens.check(token.decode("latin-1"))
         except TokenRejected:
-            if self._control and hmac.compare_digest(token, self._control):
+            if self._control and hmac.compare_digest(token, self._control) and _on_loopback(scope):
                 return await self._serve(profile)
             log.warning("credentials request for %s refused: invalid or expired token", profile)
             return 401, error_body(
@@ -97,6 +97,12 @@ class CredentialsEndpoint:
             return 200, await self.sessions.credentials_body(profile)
         except BrokerError as exc:
             return exc.status, error_body(exc.code, exc.message)
+
+
+def _on_loopback(scope: Scope) -> bool:
+    # The CLI's token is for the CLI on this machine, never for a container's listener.
+    server = scope.get("server")
+    return bool(server) and server[0] in ("127.0.0.1", "::1")
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -76,6 +76,7 @@ def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None
         sockets = systemd.listen_fds() or [daemon.bind()]
         daemon.port = sockets[0].getsockname()[1]
         sockets += daemon.bind_extra()
+        daemon.prepare(sockets)  # runtime files exist before the banner sends anyone to the CLI
     except PortInUse as exc:
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 1

@@ -94,6 +94,7 @@ class Daemon:
         self.app = RequestGuard(endpoint, lambda: self._hosts, throttle)
         self.port = settings.port
         self.server: uvicorn.Server | None = None
+        self._stop_requested = False
         self._mtimes = self._config_mtimes()
 
     # ---- configuration ----------------------------------------------------------------
@@ -207,7 +208,8 @@ class Daemon:
                 ) from None
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise PortInUse(f"{host} is not an address of this machine: for 169.254.170.2 run "
-                                "`sudo rolebroker docker setup` first") from None
+                                "`sudo rolebroker docker setup` first (with the full path of rolebroker "
+                                "if sudo does not find it)") from None
             raise
         sock.listen(1024)
         sock.setblocking(False)
@@ -230,17 +232,22 @@ class Daemon:
             except FileNotFoundError:
                 pass
 
-    async def serve(self, sockets: list[socket.socket]) -> None:
+    def prepare(self, sockets: list[socket.socket]) -> None:
+        """Know our own addresses and tell the CLI where we are (before anyone is told to try)."""
         self.listeners = [tuple(sock.getsockname()[:2]) for sock in sockets]  # type: ignore[misc]
         self._hosts = allowed_hosts(self.listeners)
+        self.write_runtime_files()
+
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        self.prepare(sockets)
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
             date_header=False, timeout_graceful_shutdown=5, loop="none",
         )
         self.server = uvicorn.Server(config)
+        self.server.should_exit = self._stop_requested  # a stop() that came before serve()
         background = [asyncio.ensure_future(self.sessions.run()), asyncio.ensure_future(self.watch_config())]
         self._install_reload_signal()
-        self.write_runtime_files()
         try:
             await self.server.serve(sockets=sockets)
         finally:
@@ -257,5 +264,6 @@ class Daemon:
             pass  # not the main thread (tests), or no signals on this platform
 
     def stop(self) -> None:
+        self._stop_requested = True
         if self.server is not None:
             self.server.should_exit = True

@@ -105,6 +105,7 @@ class TokenStore:
         found = [d for d, r in self._by_digest.items() if r.name == name]
         for d in found:
             del self._by_digest[d]
+        self.last_used.pop(name, None)  # a later token under this name starts afresh
         if found:
             self._save()
         return bool(found)
@@ -116,4 +117,4 @@ class TokenStore:
         now = self.now()
         expired = [d for d, r in self._by_digest.items() if r.expires_at is not None and r.expires_at <= now]
         for d in expired:
-            del self._by_digest[d]
+            self.last_used.pop(self._by_digest.pop(d).name, None)

@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,9 +23,20 @@ DEFAULT_PORT = 9911  # keep in step with broker.server.DEFAULT_PORT
 ENV_TOKEN_TTL = 7 * 86400
 
 
+PROFILE_NAME = re.compile(r"^[\w.@+=,:-]{1,128}$", re.ASCII)
+
+
+def profile_name(text: str) -> str:
+    """argparse type: the daemon serves only names it can put in a URL path segment."""
+    if not PROFILE_NAME.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a profile name rolebroker can serve: use 1-128 letters, digits and _.@+=,:-")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if len(arguments) == 2 and arguments[0] == "credential-process" and not arguments[1].startswith("-"):
+    if len(arguments) == 2 and arguments[0] == "credential-process" and PROFILE_NAME.match(arguments[1]):
         # The fast path: tools run this before every AWS call, so skip argparse and friends.
         from clients.credential_process import main as credential_process
 
@@ -63,32 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     login = commands.add_parser("login", help="type an MFA code once; every profile sharing it is served")
-    login.add_argument("profile")
+    login.add_argument("profile", type=profile_name)
     login.add_argument("--code", help="the MFA code (else prompted on a terminal, or read from stdin)")
     login.set_defaults(handler=cmd_login)
 
     logout = commands.add_parser("logout", help="wipe sessions from the daemon's memory")
     group = logout.add_mutually_exclusive_group(required=True)
-    group.add_argument("profile", nargs="?")
+    group.add_argument("profile", nargs="?", type=profile_name)
     group.add_argument("--all", action="store_true")
     logout.set_defaults(handler=cmd_logout)
 
     env = commands.add_parser("env", help="print the environment that points SDKs at the broker")
-    env.add_argument("profile")
+    env.add_argument("profile", type=profile_name)
     env.add_argument("--format", choices=sorted(FORMATS), default="sh")
     env.add_argument("--ttl", type=float, default=ENV_TOKEN_TTL / 3600,
                      help="hours the printed client token stays valid (default 168)")
+    env.add_argument("--target", choices=["host", "docker"],
+                     help="where the variables are used: docker points at the link-local listener "
+                          "(default: docker for --format docker, host otherwise)")
     env.add_argument("--token-file", metavar="PATH",
                      help="write the token to PATH (0600) and export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
     env.set_defaults(handler=cmd_env)
 
     process = commands.add_parser("credential-process",
                                   help="print credential_process JSON (for IDE toolkits, Terraform, older SDKs)")
-    process.add_argument("profile")
+    process.add_argument("profile", type=profile_name)
     process.set_defaults(handler=cmd_credential_process)
 
     exec_ = commands.add_parser("exec", help="run a command with a profile's credentials")
-    exec_.add_argument("profile")
+    exec_.add_argument("profile", type=profile_name)
     exec_.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     exec_.set_defaults(handler=cmd_exec)
 
@@ -102,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="client tokens scoped to profiles")
     token_commands = token.add_subparsers(metavar="ACTION")
     create = token_commands.add_parser("create", help="print a new client token")
-    create.add_argument("--profile", action="append", default=[], dest="profiles")
+    create.add_argument("--profile", action="append", default=[], dest="profiles", type=profile_name)
     create.add_argument("--name")
     create.add_argument("--ttl", help="lifetime such as 30m, 8h, 7d (default: no expiry)")
     create.set_defaults(handler=cmd_token_create)
@@ -198,13 +213,18 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float, t
 
 def cmd_env(args: argparse.Namespace) -> int:
     client = DaemonClient()
-    target = "docker" if args.format == "docker" else "host"
+    target = args.target or ("docker" if args.format == "docker" else "host")
     name = f"{target}-{args.profile}-{os.urandom(3).hex()}"[:64] if target == "docker" else None
     described = client_environment(client, args.profile, args.ttl * 3600, target, name)
     set_vars, unset = described["set"], list(described["unset"])
     if args.token_file:
         # The file wins over the variable in every SDK but Java, so drop the variable too.
-        write_token_file(args.token_file, set_vars.pop("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
+        try:
+            write_token_file(args.token_file, set_vars.pop("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
+        except OSError as exc:
+            _revoke_quietly(client, described["token_name"])  # nobody will ever hold it
+            print(f"rolebroker: cannot write {args.token_file}: {exc.strerror}", file=sys.stderr)
+            return 1
         set_vars["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] = os.path.abspath(args.token_file)
         unset = [v for v in unset if v != "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]
         unset.append("AWS_CONTAINER_AUTHORIZATION_TOKEN")

@@ -72,8 +72,8 @@ class DaemonClient:
         except ValueError:
             raise DaemonError(f"the daemon answered {response.status} with a body that is not JSON") from None
         if response.status >= 400:
-            raise DaemonError(str(data.get("message", "request failed")), str(data.get("code", "Error")),
-                              response.status)
+            message = data.get("message") or data.get("detail") or f"the daemon answered HTTP {response.status}"
+            raise DaemonError(str(message), str(data.get("code", "Error")), response.status)
         return data
 
     def credentials(self, profile: str, token: str) -> Any:

@@ -28,8 +28,15 @@ def _fish_quote(value: str) -> str:
 
 def render_powershell(set_vars: Mapping[str, str], unset: Sequence[str]) -> str:
     lines = [f"Remove-Item Env:{name} -ErrorAction SilentlyContinue" for name in unset]
-    lines += [f"$Env:{name} = '{value.replace(chr(39), chr(39) * 2)}'" for name, value in set_vars.items()]
+    lines += [f"$Env:{name} = '{_powershell_quote(value)}'" for name, value in set_vars.items()]
     return "\n".join(lines) + "\n"
+
+
+def _powershell_quote(value: str) -> str:
+    # PowerShell ends a '...' string at the typographic single quotes too; doubling escapes each.
+    for quote in ("'", "\u2018", "\u2019", "\u201a", "\u201b"):
+        value = value.replace(quote, quote * 2)
+    return value
 
 
 def render_dotenv(set_vars: Mapping[str, str], unset: Sequence[str]) -> str:

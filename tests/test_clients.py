@@ -194,8 +194,6 @@ def test_token_with_two_profiles_serves_both(broker: Broker) -> None:
     assert dev["RoleArn"] == DEV_ROLE and prod["RoleArn"] != DEV_ROLE
 
 
-@pytest.mark.xfail(strict=True, reason="TokenStore.revoke (broker/tokens.py) keeps last_used[name]: a new "
-                                       "token reusing a revoked token's name shows the old token's last use")
 def test_a_new_token_under_a_revoked_name_was_never_used(broker: Broker) -> None:
     broker.login("dev")
     old = rb_ok(broker, "token", "create", "--profile", "dev", "--name", "ci").strip()
@@ -259,8 +257,6 @@ def test_tokens_survive_a_restart_as_digests_and_no_credential_touches_disk(tmp_
         second.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="Daemon.stop (broker/server.py) is a no-op until serve() has built its "
-                                       "uvicorn.Server: a stop right after start is lost and the daemon serves on")
 def test_a_stop_before_serving_begins_is_honoured(tmp_path: Path) -> None:
     settings = DaemonSettings(files=ConfigFiles(str(tmp_path / "config"), str(tmp_path / "credentials")),
                               runtime_dir=tmp_path / "run", state_dir=tmp_path / "state", port=0)
@@ -475,8 +471,6 @@ def test_dotenv_renderer_refuses_a_line_break() -> None:
         FORMATS["dotenv"]({"X": "a\nb"}, [])
 
 
-@pytest.mark.xfail(strict=True, reason="render_powershell (clients/envfmt.py) doubles only U+0027, but "
-                                       "PowerShell also ends '...' at U+2018-U+201B (e.g. a path like o\u2019brien)")
 def test_powershell_renderer_escapes_typographic_quotes() -> None:
     value = "/home/o\u2019brien/token"
     values, _ = parse_powershell_format(FORMATS["powershell"]({TOKEN_FILE_VAR: value}, []))
@@ -517,8 +511,6 @@ def test_env_token_file_output_unsets_the_token_variable(broker: Broker) -> None
     assert values[TOKEN_FILE_VAR] == str(path) and TOKEN_FILE_VAR not in unset
 
 
-@pytest.mark.xfail(strict=True, reason="cmd_env (clients/cli.py) lets write_token_file's OSError escape: "
-                                       "a traceback, and the minted token is left behind")
 def test_env_token_file_in_a_missing_directory_fails_cleanly(broker: Broker) -> None:
     target = broker.tmp / "missing" / "token"
     result = subprocess.run([str(ROLEBROKER), "env", "dev", "--token-file", str(target)], env=base_env(broker),

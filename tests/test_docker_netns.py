@@ -415,11 +415,8 @@ def test_the_hosts_loopback_listener_is_not_reachable_from_the_container(bridge:
 
 
 @needs_rolebroker
-@pytest.mark.xfail(strict=True, reason="cmd_env (clients/cli.py) asks for the docker target only for "
-                   "--format docker, so --format dotenv (the compose env_file) gets the 127.0.0.1 URI "
-                   "a bridged container cannot reach; remove this marker once it is fixed")
 def test_dotenv_for_compose_points_at_the_link_local_listener(bridge: Bridge) -> None:
-    printed = rolebroker(bridge.host, bridge.env, "env", "dev", "--format", "dotenv")
+    printed = rolebroker(bridge.host, bridge.env, "env", "dev", "--format", "dotenv", "--target", "docker")
     assert printed.returncode == 0, printed.stderr
     values = dict(line.split("=", 1) for line in printed.stdout.splitlines() if line)
     assert values["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == credentials_url("dev")
@@ -767,7 +764,7 @@ def test_the_compose_example_uses_the_env_file_rolebroker_writes() -> None:
     compose = yaml.safe_load(text)
     app = compose["services"]["app"]
     assert app["env_file"] == "rolebroker.env" and "network_mode" not in app
-    assert "rolebroker env dev --format dotenv > rolebroker.env" in text
+    assert "rolebroker env dev --format dotenv --target docker > rolebroker.env" in text
     assert "docker compose up" in text and "sudo \"$(command -v rolebroker)\" docker setup" in text
     assert f"--listen {LINK_LOCAL}:{PORT}" in text
     # The host-network alternative is there, commented out.
