@@ -166,6 +166,15 @@ class Broker:
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), json.loads(error.read())
 
+    def get_settled(self, profile: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """A cold request may get the retryable 503 if STS is slow (a busy CI machine); an SDK
+        retries, and so does this, once the in-flight call has landed."""
+        answer = self.raw_get(profile, self.token(profile))
+        if answer[0] == 503 and answer[2].get("code") == "CredentialsPending":
+            self.settle()
+            answer = self.raw_get(profile, self.token(profile))
+        return answer
+
     def provider(self, profile: str) -> botocore.credentials.ContainerProvider:
         """botocore's own container credential provider, configured as `env` would."""
         environ = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": self.url(profile),

@@ -163,7 +163,7 @@ def test_direct_strategy_with_mfa_process_never_reuses_a_code(tmp_path: Path) ->
         authenticator.update()
         broker.advance(0)
         for profile in ("strict", "strict2"):
-            assert broker.raw_get(profile, broker.token(profile))[0] == 200
+            assert broker.get_settled(profile)[0] == 200
         used = broker.sts.used_codes()
         assert len(used) == len(set(used)) == 2
         assert broker.sts.count("AssumeRole", ok=False) == 0  # STS never saw a reused code
@@ -225,7 +225,7 @@ def test_credential_source_environment(tmp_path: Path, monkeypatch: pytest.Monke
                                          "region = us-east-1\n"}
     broker = start_broker(tmp_path, layout, users=[alice(with_mfa=False)])
     try:
-        assert broker.raw_get("open", broker.token("open"))[0] == 200
+        assert broker.get_settled("open")[0] == 200
         assert next(c for c in broker.sts.calls if c.action == "AssumeRole").caller_access_key_id == ALICE_KEY
     finally:
         broker.stop()
