@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker import __version__
 from broker.errors import BrokerError
@@ -26,6 +27,23 @@ class ControlError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+class ApiError(BaseModel):
+    """Every error: a stable code and a message that says what to do (twice, for the JS SDK)."""
+
+    code: str
+    message: str
+    Code: str
+    Message: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ApiError, "description": "a malformed request"},
+    401: {"model": ApiError, "description": "missing or wrong control token"},
+    403: {"model": ApiError, "description": "what the user must fix: login, profile, STS refusal"},
+    503: {"model": ApiError, "description": "STS unavailable: retry"},
+}
 
 
 class LoginRequest(BaseModel):
@@ -48,11 +66,31 @@ def _json_error(status: int, code: str, message: str) -> JSONResponse:
                         status_code=status)
 
 
+def _document_errors_not_422(app: FastAPI) -> None:
+    """Validation errors are answered as 400 {code, message}: say so in the schema."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+            schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def build_control_api(sessions: SessionManager, tokens: TokenStore, control_token: str,
                       describe_env: Callable[[str, str], dict[str, Any]],
                       reload: Callable[[], dict[str, Any]],
                       config_problem: Callable[[], str | None] = lambda: None) -> FastAPI:
-    app = FastAPI(title="rolebroker", version=__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(title="rolebroker", version=__version__, docs_url=None, redoc_url=None,
+                  responses=ERROR_RESPONSES)
+    _document_errors_not_422(app)
 
     def require_control(authorization: str | None = Header(default=None, max_length=512)) -> None:
         if authorization is None or not hmac.compare_digest(authorization.encode(), control_token.encode()):
@@ -68,6 +106,12 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore, control_toke
     @app.exception_handler(BrokerError)
     async def broker_error(_: Request, exc: BrokerError) -> JSONResponse:
         return _json_error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes, wrong methods, undecodable bodies: the same shape as every other error.
+        reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "BadRequest")
+        return _json_error(exc.status_code, reason, f"{exc.detail}: see `rolebroker --help` for what the CLI can do")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:

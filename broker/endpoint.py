@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from typing import Any, Awaitable, Callable
 
 from broker.errors import BrokerError
@@ -25,7 +26,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CREDENTIALS_PREFIX = "/v1/credentials/"
-MAX_PROFILE_LENGTH = 128
+# What a profile name in the URL may be; the same rule as the control API's and the CLI's.
+PROFILE_NAME = re.compile(r"^[\w.@+=,:-]{1,128}\Z", re.ASCII)
 MAX_TOKEN_LENGTH = 512
 
 
@@ -62,8 +64,10 @@ class CredentialsEndpoint:
         if scope["method"] not in ("GET", "HEAD"):
             return 405, error_body("MethodNotAllowed", "use GET")
         profile = scope["path"][len(CREDENTIALS_PREFIX):]
-        if not profile or len(profile) > MAX_PROFILE_LENGTH or "/" in profile:
-            return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE")
+        if not PROFILE_NAME.match(profile):
+            # Checked before anything is logged: a name with CR/LF could forge log lines.
+            return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE, with a profile "
+                                   "name of 1-128 letters, digits and _.@+=,:-")
         token = _header(scope, b"authorization")
         if token is None or len(token) > MAX_TOKEN_LENGTH:
             return 401, error_body(
@@ -76,12 +80,13 @@ class CredentialsEndpoint:
         except TokenRejected:
             if self._control and hmac.compare_digest(token, self._control) and _on_loopback(scope):
                 return await self._serve(profile)
-            log.warning("credentials request for %s refused: invalid or expired token", profile)
+            log.warning("credentials request for %r refused: unknown, revoked or expired token", profile)
             return 401, error_body(
                 "InvalidToken",
                 f"the token is unknown, revoked or expired: get a new one with `rolebroker env {profile}`",
             )
         if not record.allows(profile):
+            log.warning("credentials request for %r refused: token %r may not read it", profile, record.name)
             return 403, error_body(
                 "ProfileNotAllowed",
                 f"token {record.name!r} is not allowed profile {profile!r}; "

@@ -52,7 +52,7 @@ class FailureThrottle:
 
     async def hold(self, scope: Scope) -> None:
         """Record a failed authentication and hold its answer as long as the policy says."""
-        delay = self.record(scope["client"][0] if scope.get("client") else "-")
+        delay = self.record(_peer_key(scope))
         if delay:
             await asyncio.sleep(delay)
 
@@ -87,7 +87,11 @@ class RequestGuard:
             # The hot path: the endpoint reads no body and throttles its own 401s, so no wrappers.
             await self.app(scope, receive, send)
             return
-        peer = scope["client"][0] if scope.get("client") else "-"
+        peer = _peer_key(scope)
+        body = await _read_body(receive)
+        if body is None:
+            await _reply(send, 413, "BodyTooLarge", f"request bodies are limited to {MAX_BODY} bytes")
+            return
 
         async def send_throttled(message: dict[str, object]) -> None:
             if message["type"] == "http.response.start" and message["status"] == 401:
@@ -96,7 +100,7 @@ class RequestGuard:
                     await asyncio.sleep(delay)
             await send(message)
 
-        await self.app(scope, _bounded(receive), send_throttled)
+        await self.app(scope, _replay(body, receive), send_throttled)
 
     def check(self, scope: Scope) -> tuple[int, str, str] | None:
         host = None
@@ -129,20 +133,42 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def _bounded(receive: Receive) -> Receive:
-    """Stop a body that runs past the limit without a Content-Length (chunked)."""
-    seen = 0
+def _peer_key(scope: Scope) -> str:
+    """Whom to count failures against. Every local process can pick any 127.x.y.z source
+    address, so all of loopback counts as one guesser."""
+    address = scope["client"][0] if scope.get("client") else "-"
+    return "loopback" if _is_loopback(address) else address
 
-    async def wrapped() -> dict[str, object]:
-        nonlocal seen
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole (small) control API body, or None past the limit, chunked or not."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
         message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))  # type: ignore[arg-type]
-            if seen > MAX_BODY:
-                return {"type": "http.disconnect"}
-        return message
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)  # type: ignore[arg-type]
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)  # type: ignore[arg-type]
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
-    return wrapped  # type: ignore[return-value]
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> dict[str, object]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: waits for the disconnect, as ASGI expects
+
+    return replay  # type: ignore[return-value]
 
 
 async def _reply(send: Send, status: int, code: str, message: str) -> None:
