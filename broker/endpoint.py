@@ -15,8 +15,8 @@ from typing import Any, Awaitable, Callable
 
 from broker.errors import BrokerError
 from broker.sessions import SessionManager
-from broker.tokens import TokenRejected, TokenStore
-from broker.wire import JSON_TYPE, error_body
+from broker.tokens import TokenStore
+from broker.wire import Message, error_body, response_messages
 
 log = logging.getLogger("rolebroker.endpoint")
 
@@ -44,21 +44,33 @@ class CredentialsEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(CREDENTIALS_PREFIX):
-            status, body = await self.respond(scope)
-            if status == 401 and self.on_auth_failure is not None:
-                await self.on_auth_failure(scope)
-            await send({
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", JSON_TYPE),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            })
-            await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+            messages = self.cached_answer(scope)
+            if messages is None:
+                status, body = await self.respond(scope)
+                if status == 401 and self.on_auth_failure is not None:
+                    await self.on_auth_failure(scope)
+                messages = response_messages(status, body if scope["method"] != "HEAD" else b"")
+                if scope["method"] == "HEAD":  # the length of the body a GET would get
+                    messages[0]["headers"] = response_messages(status, body)[0]["headers"]
+            await send(messages[0])
+            await send(messages[1])
             return
         await self.fallback(scope, receive, send)
+
+    def cached_answer(self, scope: Scope) -> tuple[Message, Message] | None:
+        """The common case, with no await at all: a valid token for a profile whose
+        credentials are cached. Anything else (None) takes `respond`, which explains itself."""
+        if scope["method"] != "GET":
+            return None
+        profile = scope["path"][len(CREDENTIALS_PREFIX):]
+        token = _header(scope, b"authorization")
+        if token is None or len(token) > MAX_TOKEN_LENGTH or not PROFILE_NAME.match(profile):
+            return None
+        record = self.tokens.lookup(token)
+        if record is None or not record.allows(profile):
+            return None
+        issued = self.sessions.cached(profile)
+        return issued.messages if issued is not None else None
 
     async def respond(self, scope: Scope) -> tuple[int, bytes]:
         if scope["method"] not in ("GET", "HEAD"):
@@ -75,9 +87,8 @@ class CredentialsEndpoint:
                 "no Authorization token: set AWS_CONTAINER_AUTHORIZATION_TOKEN, e.g. with "
                 f"`eval \"$(rolebroker env {profile})\"`",
             )
-        try:
-            record = self.tokens.check(token.decode("latin-1"))
-        except TokenRejected:
+        record = self.tokens.lookup(token)
+        if record is None:
             if self._control and hmac.compare_digest(token, self._control) and _on_loopback(scope):
                 return await self._serve(profile)
             log.warning("credentials request for %r refused: unknown, revoked or expired token", profile)

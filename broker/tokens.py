@@ -92,13 +92,21 @@ class TokenStore:
 
     def check(self, token: str) -> TokenRecord:
         """The record of a valid token, else TokenRejected (no hint which way it failed)."""
-        presented = digest(token)
+        record = self.lookup(token.encode("latin-1", "replace"))
+        if record is None:
+            raise TokenRejected("unknown, revoked or expired token")
+        return record
+
+    def lookup(self, token: bytes) -> TokenRecord | None:
+        """The hot-path form of `check`: the raw header bytes in, a valid record or None out."""
+        presented = hashlib.sha256(token).hexdigest()
         record = self._by_digest.get(presented)
         if record is None or not hmac.compare_digest(record.digest, presented):
-            raise TokenRejected("unknown token")
-        if record.expires_at is not None and self.now() >= record.expires_at:
-            raise TokenRejected("expired token")
-        self.last_used[record.name] = self.now()
+            return None
+        now = self.now()
+        if record.expires_at is not None and now >= record.expires_at:
+            return None
+        self.last_used[record.name] = now
         return record
 
     def revoke(self, name: str) -> bool:
