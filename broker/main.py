@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -83,6 +84,10 @@ def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None
     except PermissionError as exc:
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 1
+    # Everything loaded so far (boto3's models, FastAPI) lives as long as the process: take it
+    # out of the garbage collector's view, so a full collection does not stall requests.
+    gc.collect()
+    gc.freeze()
     log.info("serving %d profiles from %s on http://127.0.0.1:%d", len(daemon.sessions.config.plans),
              files.describe(), daemon.port)
     if started_demo is not None:
