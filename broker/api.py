@@ -7,7 +7,8 @@ user can read. The credentials endpoint itself lives in `endpoint.py`.
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import botocore.configloader
 import botocore.exceptions
@@ -133,7 +134,7 @@ class ConfigFiles:
     credentials_file: str
 
     @classmethod
-    def from_environment(cls) -> "ConfigFiles":
+    def from_environment(cls) -> ConfigFiles:
         # Same variables and defaults as the AWS CLI and every SDK.
         return cls(
             config_file=os.path.expanduser(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping
 
 from broker.errors import BrokerError
 from broker.sessions import SessionManager
@@ -20,9 +21,9 @@ from broker.wire import Message, error_body, response_messages
 
 log = logging.getLogger("rolebroker.endpoint")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CREDENTIALS_PREFIX = "/v1/credentials/"
@@ -118,7 +119,7 @@ class CredentialsEndpoint:
 def _on_loopback(scope: Scope) -> bool:
     # The CLI's token is for the CLI on this machine, never for a container's listener.
     server = scope.get("server")
-    return bool(server) and server[0] in ("127.0.0.1", "::1")
+    return server is not None and server[0] in ("127.0.0.1", "::1")
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -15,7 +15,8 @@ import functools
 import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
+from collections.abc import Callable, MutableMapping
 
 from broker.endpoint import CREDENTIALS_PREFIX, ASGIApp, Receive, Scope, Send
 from broker.wire import JSON_TYPE, error_body
@@ -93,7 +94,7 @@ class RequestGuard:
             await _reply(send, 413, "BodyTooLarge", f"request bodies are limited to {MAX_BODY} bytes")
             return
 
-        async def send_throttled(message: dict[str, object]) -> None:
+        async def send_throttled(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start" and message["status"] == 401:
                 delay = self.throttle.record(peer)
                 if delay:
@@ -161,14 +162,14 @@ async def _read_body(receive: Receive) -> bytes | None:
 def _replay(body: bytes, receive: Receive) -> Receive:
     sent = False
 
-    async def replay() -> dict[str, object]:
+    async def replay() -> MutableMapping[str, Any]:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()  # after the body: waits for the disconnect, as ASGI expects
 
-    return replay  # type: ignore[return-value]
+    return replay
 
 
 async def _reply(send: Send, status: int, code: str, message: str) -> None:

@@ -9,7 +9,8 @@ import os
 import signal
 import socket
 import sys
-from typing import Coroutine, Any
+from typing import Any
+from collections.abc import Coroutine
 
 from broker import systemd
 from broker.config import ConfigFiles

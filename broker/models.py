@@ -38,7 +38,7 @@ class Credentials:
 
     def expiration_iso(self) -> str:
         # Capital Z and no fractional part: the strictest SDK (JS v3) accepts only that shape.
-        return dt.datetime.fromtimestamp(self.expiration, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return dt.datetime.fromtimestamp(self.expiration, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def __repr__(self) -> str:
         return f"Credentials(access_key_id={mask(self.access_key_id)!r}, expiration={self.expiration_iso()!r})"

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
 
 from cachetools import TLRUCache
 
@@ -207,10 +209,10 @@ class SessionManager:
         if task is None:
             task = asyncio.ensure_future(start())
             self._inflight[key] = task  # type: ignore[assignment]
-            task.add_done_callback(lambda done, key=key: self._finished(key, done))
+            task.add_done_callback(functools.partial(self._finished, key))
         return task  # type: ignore[return-value]
 
-    def _finished(self, key: object, task: asyncio.Task[object]) -> None:
+    def _finished(self, key: object, task: asyncio.Future[Any]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
         if not task.cancelled():
@@ -413,7 +415,7 @@ class SessionManager:
             self._forget(name)
         log.info("login: MFA session %s started, valid for %.1f h, serving %s", root.key.label(),
                  (credentials.expiration - self.clock.now()) / 3600, ", ".join(sharing))
-        warm = {name: self._single_flight(name, lambda p=self.config.plans[name]: self._obtain(p))
+        warm = {name: self._single_flight(name, functools.partial(self._obtain, self.config.plans[name]))
                 for name in sharing}
         warm_error = None
         done, _ = await asyncio.wait({warm[profile]}, timeout=10)
@@ -482,7 +484,7 @@ class SessionManager:
                 continue
             if now < self._renewal_retry_at.get(key, 0.0) or ("renew", key) in self._inflight:
                 continue
-            self._single_flight(("renew", key), lambda source=source: self._renew(source))
+            self._single_flight(("renew", key), functools.partial(self._renew, source))
 
     async def _renew(self, source: SessionSource) -> None:
         try:

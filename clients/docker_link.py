@@ -28,7 +28,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 DEFAULT_ADDRESS = "169.254.170.2"
 DEFAULT_INTERFACE = "rolebroker0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 Renderer = Callable[[Mapping[str, str], Sequence[str]], str]
 

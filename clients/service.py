@@ -15,7 +15,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 SOCKET_UNIT = "rolebroker.socket"
 SERVICE_UNIT = "rolebroker.service"

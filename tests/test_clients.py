@@ -17,7 +17,8 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import botocore.credentials
 import botocore.session
@@ -268,7 +269,7 @@ def test_a_stop_before_serving_begins_is_honoured(tmp_path: Path) -> None:
         async def serve_briefly() -> bool:
             try:
                 await asyncio.wait_for(daemon.serve([sock]), timeout=2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
             return True
 

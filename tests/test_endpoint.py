@@ -30,7 +30,7 @@ def test_response_meets_every_sdk_must(broker: Broker) -> None:
     for field in ("AccessKeyId", "SecretAccessKey", "Token", "Expiration"):
         assert isinstance(body[field], str) and body[field]
     assert Z_TIMESTAMP.match(body["Expiration"])
-    expires = dt.datetime.strptime(body["Expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    expires = dt.datetime.strptime(body["Expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     assert expires.timestamp() - broker.clock.now() > 15 * 60
     assert body["AccountId"] == "222222222222"
     assert body["RoleArn"] == DEV_ROLE

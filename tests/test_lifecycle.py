@@ -16,7 +16,7 @@ FIFTEEN_MINUTES = 15 * 60
 
 
 def remaining(broker: Broker, body: dict[str, str]) -> float:
-    expires = dt.datetime.strptime(body["Expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    expires = dt.datetime.strptime(body["Expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     return expires.timestamp() - broker.clock.now()
 
 

@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pytest
 
 from tests.harness import DEV_ROLE, PROD_ROLE, Broker
 
@@ -99,7 +98,7 @@ def test_hundreds_of_clients_through_forced_refreshes(broker: Broker) -> None:
                     continue
                 body = json.loads(raw)
                 expires = dt.datetime.strptime(body["Expiration"], "%Y-%m-%dT%H:%M:%SZ")
-                remaining = expires.replace(tzinfo=dt.timezone.utc).timestamp() - before
+                remaining = expires.replace(tzinfo=dt.UTC).timestamp() - before
                 seen[number].append(Seen(phase, profile, body["AccessKeyId"], remaining,
                                          time.monotonic() - started))
                 count += 1

@@ -5,7 +5,7 @@ covers the rules."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import boto3
 import pytest

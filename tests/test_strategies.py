@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from broker.sts_double import IamUser, MfaDevice, Role, totp
-from clients.daemon_client import DaemonError
+from broker.sts_double import Role, totp
 from tests.harness import (
     ALICE_KEY, ALICE_SECRET, CONFIG_LAYOUT, DEV_ROLE, MFA_SECRET, MFA_SERIAL, OPEN_ROLE, PROD_ROLE, Broker, alice,
     standard_roles, start_broker,

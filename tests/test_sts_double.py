@@ -143,7 +143,7 @@ def test_get_session_token_with_correct_totp(double: StsDouble, clock: FakeNow) 
     assert creds["AccessKeyId"].startswith("ASIA") and len(creds["AccessKeyId"]) == 20
     assert creds["AccessKeyId"].isalnum() and creds["AccessKeyId"].isupper()
     assert len(creds["SecretAccessKey"]) == 40 and len(creds["SessionToken"]) > 100
-    assert creds["Expiration"] == dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.timezone.utc)
+    assert creds["Expiration"] == dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.UTC)
     assert double.used_codes() == [code]
     [issued] = double.issued()
     assert (issued.kind, issued.mfa_authenticated, issued.chain_depth) == ("session", True, 0)
@@ -156,7 +156,7 @@ def test_get_session_token_with_correct_totp(double: StsDouble, clock: FakeNow) 
 
 def test_default_session_duration_is_12_hours_without_mfa(double: StsDouble) -> None:
     creds = alice(double).get_session_token()["Credentials"]
-    assert creds["Expiration"] == dt.datetime(2026, 1, 2, 0, 0, tzinfo=dt.timezone.utc)
+    assert creds["Expiration"] == dt.datetime(2026, 1, 2, 0, 0, tzinfo=dt.UTC)
     assert double.issued()[0].mfa_authenticated is False
 
 
@@ -230,7 +230,7 @@ def test_session_duration_bounds(double: StsDouble, duration: int, expected: str
         sts.get_session_token(DurationSeconds=duration)
     assert error_of(exc) == (400, "ValidationError", "1 validation error detected: " + expected)
     assert sts.get_session_token(DurationSeconds=129600)["Credentials"]["Expiration"] == dt.datetime(
-        2026, 1, 3, 0, 0, tzinfo=dt.timezone.utc)
+        2026, 1, 3, 0, 0, tzinfo=dt.UTC)
     assert sts.get_session_token(DurationSeconds=900)["Credentials"]
 
 
@@ -249,7 +249,7 @@ def test_assume_role_from_session_is_capped_at_one_hour(double: StsDouble, clock
     assert error_of(exc) == (400, "ValidationError", "The requested DurationSeconds exceeds the 1 hour "
                                                     "session limit for roles assumed by role chaining.")
     out = session.assume_role(RoleArn=LONG, RoleSessionName="s1", DurationSeconds=3600)
-    assert out["Credentials"]["Expiration"] == dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.timezone.utc)
+    assert out["Credentials"]["Expiration"] == dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.UTC)
     assert out["AssumedRoleUser"]["Arn"] == "arn:aws:sts::222222222222:assumed-role/long/s1"
     assert out["AssumedRoleUser"]["AssumedRoleId"].startswith("AROA")
     assert out["AssumedRoleUser"]["AssumedRoleId"].endswith(":s1")
@@ -258,7 +258,7 @@ def test_assume_role_from_session_is_capped_at_one_hour(double: StsDouble, clock
 def test_long_term_assume_role_up_to_max_session_duration(double: StsDouble) -> None:
     sts = alice(double)
     out = sts.assume_role(RoleArn=LONG, RoleSessionName="work", DurationSeconds=7200)
-    assert out["Credentials"]["Expiration"] == dt.datetime(2026, 1, 1, 14, 0, tzinfo=dt.timezone.utc)
+    assert out["Credentials"]["Expiration"] == dt.datetime(2026, 1, 1, 14, 0, tzinfo=dt.UTC)
     assert double.issued()[-1].chain_depth == 1 and double.issued()[-1].role_arn == LONG
     with pytest.raises(ClientError) as exc:
         sts.assume_role(RoleArn=LONG, RoleSessionName="work", DurationSeconds=7201)
@@ -268,7 +268,7 @@ def test_long_term_assume_role_up_to_max_session_duration(double: StsDouble) -> 
         sts.assume_role(RoleArn=DEV, RoleSessionName="work", DurationSeconds=3601)
     assert "MaxSessionDuration" in error_of(exc)[2]
     default = sts.assume_role(RoleArn=DEV, RoleSessionName="work")
-    assert default["Credentials"]["Expiration"] == dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.timezone.utc)
+    assert default["Credentials"]["Expiration"] == dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.UTC)
 
 
 def test_assume_role_duration_minimum(double: StsDouble) -> None:
@@ -282,7 +282,7 @@ def test_assume_role_duration_minimum(double: StsDouble) -> None:
 def test_assume_role_expiry_is_not_capped_by_caller_expiry(double: StsDouble, clock: FakeNow) -> None:
     session = from_creds(double, mfa_session(double, clock, duration=900))
     out = session.assume_role(RoleArn=DEV, RoleSessionName="s1", DurationSeconds=3600)
-    assert out["Credentials"]["Expiration"] == dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.timezone.utc)
+    assert out["Credentials"]["Expiration"] == dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.UTC)
 
 
 def test_unknown_role_and_bad_session_name(double: StsDouble) -> None:

@@ -22,7 +22,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
+from collections.abc import Iterator
 
 import pytest
 
