@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,10 @@ def state_dir() -> Path:
 
 def ensure_private_dir(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.stat()
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        # In a shared /tmp a planted link would make us chmod and write into its target.
+        raise PermissionError(f"{path} is a symbolic link; set ROLEBROKER_RUNTIME_DIR to a private directory")
     if info.st_uid != os.getuid():
         # Someone else created it first (a shared /tmp): using it would hand them our tokens.
         raise PermissionError(f"{path} belongs to another user; set ROLEBROKER_RUNTIME_DIR to a private directory")

@@ -9,6 +9,7 @@ disappears the moment it expires: expired credentials can never be served.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import concurrent.futures
 import functools
 import logging
@@ -41,6 +42,7 @@ from broker.errors import (
     MfaCodeNotReady,
     ProfileConfigError,
     StsDenied,
+    StsUnavailable,
     UnknownProfile,
     login_hint,
 )
@@ -53,6 +55,8 @@ from broker.wire import Message, credentials_body, response_messages
 log = logging.getLogger("rolebroker.sessions")
 T = TypeVar("T")
 MAX_SESSIONS = 4096
+# How long a botocore-resolved source (credential_process, SSO) may take.
+SOURCE_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,11 @@ class Issued:
     """Credentials for one profile plus their wire body, serialized once."""
 
     credentials: Credentials
-    body: bytes
+    body: bytes = field(repr=False)
     issued_at: float
     refresh_at: float
     # The ready-made ASGI answer (see wire.response_messages).
-    messages: tuple[Message, Message]
+    messages: tuple[Message, Message] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -139,10 +143,12 @@ class SessionManager:
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._renewal_retry_at: dict[MfaSessionKey, float] = {}
         self._renewal_error: dict[MfaSessionKey, str] = {}
+        self._renewal_failures: dict[MfaSessionKey, int] = {}
         # Bumped whenever a profile's sessions are wiped, so an STS call that was already
         # in flight cannot bring them back when it lands.
         self._generation: dict[str, int] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sts")
+        self._source_executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="source")
 
     # ---- the request path -------------------------------------------------------------
 
@@ -194,13 +200,17 @@ class SessionManager:
         root = self.root_session_source(plan)
         if root is None or not root.key.mfa_serial or root.mfa_process:
             return  # nothing to log in to, or the daemon gets codes by itself
-        if isinstance(root, DirectSource) or root.key not in self._mfa:
+        if isinstance(root, DirectSource):
+            base = self._root_plan(plan)
+            if base is plan or base.name not in self._serving:
+                raise LoginRequired(f"not logged in: {login_hint(plan.name)}")
+        elif root.key not in self._mfa:
             raise LoginRequired(f"not logged in: {login_hint(plan.name)}")
 
     def _raise_if_backing_off(self, profile: str) -> None:
         state = self._state.get(profile)
         if state and state.last_error and self.clock.now() < state.retry_at:
-            raise state.last_error
+            raise state.last_error.with_traceback(None)  # else every re-raise adds frames
 
     # ---- obtaining credentials --------------------------------------------------------
 
@@ -240,7 +250,15 @@ class SessionManager:
         generation = self._generation.get(plan.name, 0)
         state = self._state.setdefault(plan.name, ProfileState())
         try:
-            credentials = await self._issue(plan)
+            try:
+                credentials = await self._issue(plan)
+            except BrokerError:
+                raise
+            except Exception as unexpected:  # a helper's odd output, an SDK surprise: still an answer
+                log.error("profile %s: unexpected %s while getting credentials", plan.name,
+                          type(unexpected).__name__)
+                raise StsUnavailable(f"getting credentials for {plan.name!r} failed unexpectedly "
+                                     f"({type(unexpected).__name__}); the broker retries by itself") from None
         except BrokerError as exc:
             now = self.clock.now()
             state.failures += 1
@@ -250,12 +268,21 @@ class SessionManager:
                         state.retry_at - now)
             raise
         if self._generation.get(plan.name, 0) != generation:
-            raise LoginRequired(f"the session of {plan.name!r} was wiped meanwhile: {login_hint(plan.name)}")
+            # A login, logout or reload happened meanwhile: these credentials belong to the old
+            # state. Retryable, so the client's retry meets the new state.
+            raise CredentialsPending(f"the session of {plan.name!r} changed while fetching; retry")
         state.failures, state.retry_at, state.last_error = 0, 0.0, None
         state.refreshes += 1
         log.info("profile %s: credentials issued, valid for %.0f min", plan.name,
                  (credentials.expiration - self.clock.now()) / 60)
         return self._store(plan, credentials)
+
+    def _mark_due(self, name: str) -> None:
+        issued = self._serving.get(name)
+        if issued is not None:
+            due = dataclasses.replace(issued, refresh_at=self.clock.now())
+            self._roles[name] = due
+            self._serving[name] = due
 
     def _store(self, plan: ProfilePlan, credentials: Credentials) -> Issued:
         now = self.clock.now()
@@ -288,9 +315,11 @@ class SessionManager:
             return await self._run(self.sts.assume_role, plan.name, source, plan.role_arn, session_name,
                                    plan.duration, plan.external_id, plan.region)
         except LoginRequired:
-            # STS says the MFA session ended early (revoked, or the clock was off): forget it.
+            # STS says the MFA session ended early (revoked, or the clock was off): forget it,
+            # unless a login replaced it while this call was in flight.
             root = self.root_session_source(plan)
-            if root is not None:
+            current = self._mfa.get(root.key) if root is not None else None
+            if root is not None and current is not None and current.credentials is source:
                 self._mfa.pop(root.key, None)
             raise LoginRequired(f"the MFA session has ended: {login_hint(plan.name)}") from None
         except StsDenied as exc:
@@ -341,7 +370,15 @@ class SessionManager:
             return issued.credentials
         if isinstance(source, DirectSource):  # only ever at the root, handled by _issue
             raise ProfileConfigError(f"profile {profile!r}: a direct-strategy profile cannot be a source")
-        return await self._run(self.sts.resolve_source, source.profile, source.credential_source)
+        # credential_process and SSO helpers run without a timeout inside botocore: give them
+        # their own threads and a deadline, so a hung helper holds neither STS calls nor refreshes.
+        future = asyncio.get_running_loop().run_in_executor(
+            self._source_executor, self.sts.resolve_source, source.profile, source.credential_source)
+        try:
+            return await asyncio.wait_for(future, timeout=SOURCE_TIMEOUT)
+        except TimeoutError:
+            raise ProfileConfigError(f"profile {source.profile!r}: its credential_process, SSO or "
+                                     f"credential_source gave no answer within {SOURCE_TIMEOUT:.0f} s") from None
 
     async def _session_credentials(self, source: SessionSource, profile: str) -> Credentials:
         session = self._mfa.get(source.key)
@@ -392,6 +429,13 @@ class SessionManager:
             current = self.config.plans.get(source.profile)
         return None
 
+    def _root_plan(self, plan: ProfilePlan) -> ProfilePlan:
+        """The profile at the bottom of a chain (the one whose source is not a role)."""
+        current = plan
+        for link in self._chain(plan):
+            current = self.config.plans.get(link, current)
+        return current
+
     def profiles_using(self, key: MfaSessionKey) -> list[str]:
         """Profiles served from the shared MFA session `key` (the direct strategy shares none)."""
         return sorted(name for name, plan in self.config.plans.items()
@@ -405,14 +449,25 @@ class SessionManager:
         if not code and not root.mfa_process:
             raise LoginRequired(f"profile {profile!r} needs an MFA code: {login_hint(profile)} --code 123456")
         if isinstance(root, DirectSource):
-            return await self._login_direct(plan, root, code)
+            base = self._root_plan(plan)
+            result = await self._login_direct(base, root, code)
+            if base is not plan:  # a chain on a direct profile: log in its bottom, then climb
+                result.profiles.append(plan.name)
+                climb = self._single_flight(plan.name, functools.partial(self._obtain, plan))
+                done, _ = await asyncio.wait({climb}, timeout=10)
+                if done and climb.exception() is not None:
+                    result.warm_error = str(climb.exception())
+            return result
         # Only a successful call replaces anything: a wrong code leaves every session as it was.
         credentials = await self._start_session(root, code or None, profile)
         self._renewal_retry_at.pop(root.key, None)
         self._renewal_error.pop(root.key, None)
         sharing = self.profiles_using(root.key)
         for name in sharing:
-            self._forget(name)
+            # Credentials already issued stay served (they are valid); they are renewed from
+            # the new session right away, and any backoff from the old one is forgotten.
+            self._state.pop(name, None)
+            self._mark_due(name)
         log.info("login: MFA session %s started, valid for %.1f h, serving %s", root.key.label(),
                  (credentials.expiration - self.clock.now()) / 3600, ", ".join(sharing))
         warm = {name: self._single_flight(name, functools.partial(self._obtain, self.config.plans[name]))
@@ -447,9 +502,13 @@ class SessionManager:
             return wiped
         plan = self.plan(profile)
         root = self.root_session_source(plan)
-        affected = self.profiles_using(root.key) if root and root.key.mfa_serial else [profile]
-        if root is not None:
+        if isinstance(root, SessionSource) and root.key.mfa_serial:
+            affected = self.profiles_using(root.key)
             self._mfa.pop(root.key, None)
+        else:
+            # A direct-strategy or keys-only profile: it alone, and the chains built on it.
+            affected = sorted({profile} | {name for name, other in self.config.plans.items()
+                                           if profile in self._chain(other)})
         for name in affected:
             self._forget(name)
         return affected
@@ -460,7 +519,10 @@ class SessionManager:
         root = self.root_session_source(plan)
         if root is None or not root.key.mfa_serial or root.mfa_process:
             return True
-        return isinstance(root, SessionSource) and root.key in self._mfa
+        if isinstance(root, DirectSource):  # a chain on it renews while its bottom is served
+            base = self._root_plan(plan)
+            return base is not plan and base.name in self._serving
+        return root.key in self._mfa
 
     async def refresh_due(self) -> None:
         """Renew every cached profile whose refresh time has come; return when done."""
@@ -491,11 +553,13 @@ class SessionManager:
             await self._start_session(source, None)
         except BrokerError as exc:
             now = self.clock.now()
-            self._renewal_retry_at[source.key] = exc.retry_at or now + self.policy.retry_delay(2, self.rng)
+            failures = self._renewal_failures[source.key] = self._renewal_failures.get(source.key, 0) + 1
+            self._renewal_retry_at[source.key] = exc.retry_at or now + self.policy.retry_delay(failures, self.rng)
             self._renewal_error[source.key] = exc.message
             log.warning("MFA session %s: renewal with mfa_process failed: %s", source.key.label(), exc.message)
             return
         self._renewal_error.pop(source.key, None)
+        self._renewal_failures.pop(source.key, None)
         log.info("MFA session %s renewed with mfa_process", source.key.label())
 
     async def settle(self) -> None:
@@ -609,6 +673,7 @@ class SessionManager:
         self._serving.clear()
         self._mfa.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._source_executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _strategy(plan: ProfilePlan, root: MfaSource | None) -> str:

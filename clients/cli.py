@@ -15,6 +15,7 @@ import time
 from typing import Any
 from collections.abc import Sequence
 
+from pathlib import Path
 from urllib.parse import quote
 
 from clients.daemon_client import DaemonClient, DaemonError
@@ -215,7 +216,9 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float, t
 def cmd_env(args: argparse.Namespace) -> int:
     client = DaemonClient()
     target = args.target or ("docker" if args.format == "docker" else "host")
-    name = f"{target}-{args.profile}-{os.urandom(3).hex()}"[:64] if target == "docker" else None
+    # Token names allow fewer characters than profile names: keep the safe ones.
+    safe_profile = re.sub(r"[^A-Za-z0-9_.@:-]", "_", args.profile)
+    name = f"{target}-{safe_profile}-{os.urandom(3).hex()}"[:64]
     described = client_environment(client, args.profile, args.ttl * 3600, target, name)
     set_vars, unset = described["set"], list(described["unset"])
     if args.token_file:
@@ -229,6 +232,17 @@ def cmd_env(args: argparse.Namespace) -> int:
         set_vars["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] = os.path.abspath(args.token_file)
         unset = [v for v in unset if v != "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]
         unset.append("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+    elif args.format == "docker":
+        # `docker run` flags end up in every local user's view of the process list: the token
+        # goes to a 0600 env file instead, named on the command line.
+        env_file = docker_env_file(client, described["token_name"])
+        try:
+            write_token_file(str(env_file), f"AWS_CONTAINER_AUTHORIZATION_TOKEN={set_vars.pop(TOKEN_VARIABLE)}\n")
+        except OSError as exc:
+            _revoke_quietly(client, described["token_name"])
+            print(f"rolebroker: cannot write {env_file}: {exc.strerror}", file=sys.stderr)
+            return 1
+        set_vars["--env-file"] = str(env_file)
     for note in described.get("notes", []):
         print(f"rolebroker: note: {note}", file=sys.stderr)
     try:
@@ -237,6 +251,15 @@ def cmd_env(args: argparse.Namespace) -> int:
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+TOKEN_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
+
+
+def docker_env_file(client: DaemonClient, token_name: str) -> Path:
+    directory = client.directory / "docker-env"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory / f"{token_name}.env"
 
 
 def write_token_file(path: str, token: str) -> None:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import stat
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 DAEMON_FILE = "daemon.json"
+DEFAULT_PORT = 9911  # keep in step with broker.server.DEFAULT_PORT
 CONTROL_TOKEN_FILE = "control-token"
 NOT_RUNNING = ("the rolebroker daemon is not running: start it with `rolebroker serve` "
                "(or `systemctl --user start rolebroker.socket`)")
@@ -34,17 +37,56 @@ def runtime_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"rolebroker-{os.getuid()}"
 
 
+def check_private(path: Path, directory: bool) -> None:
+    """Trust only what this user owns and nobody else can touch: in a shared /tmp another
+    user could plant a daemon.json pointing at their own server (and get our MFA codes)."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or (stat.S_ISDIR(info.st_mode) != directory):
+        raise DaemonError(f"{path} is not a plain {'directory' if directory else 'file'}: not trusted; "
+                          "remove it and restart the daemon", "NotTrusted")
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise DaemonError(f"{path} belongs to another user or is open to others: not trusted; "
+                          "remove it and restart the daemon (or set ROLEBROKER_RUNTIME_DIR)", "NotTrusted")
+
+
+def wake_socket_activated_daemon(directory: Path, wait: float = 5.0) -> bool:
+    """With systemd socket activation the daemon starts on the first connection, and only
+    then writes its runtime files: knock on the default port and give it a moment."""
+    port = int(os.environ.get("ROLEBROKER_PORT", DEFAULT_PORT))
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=wait)
+        connection.request("GET", "/v1/health", headers={"Host": f"127.0.0.1:{port}"})
+        connection.getresponse().read()
+        connection.close()
+    except OSError:
+        return False  # nothing listens: not installed as a service, or stopped
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if (directory / DAEMON_FILE).exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class DaemonClient:
     def __init__(self, directory: Path | None = None, timeout: float = 30.0) -> None:
         directory = directory or runtime_dir()
+        self.directory = directory
+        if not (directory / DAEMON_FILE).exists() and not wake_socket_activated_daemon(directory):
+            raise DaemonError(NOT_RUNNING, "NotRunning")
         try:
+            check_private(directory, directory=True)
+            check_private(directory / DAEMON_FILE, directory=False)
+            check_private(directory / CONTROL_TOKEN_FILE, directory=False)
             info = json.loads((directory / DAEMON_FILE).read_bytes())
             self.token = (directory / CONTROL_TOKEN_FILE).read_text()
+            self.port = int(info["port"])
         except FileNotFoundError:
             raise DaemonError(NOT_RUNNING, "NotRunning") from None
         except PermissionError:
             raise DaemonError(f"cannot read {directory}: it belongs to another user", "NotRunning") from None
-        self.port = int(info["port"])
+        except (ValueError, KeyError, TypeError):
+            raise DaemonError(f"{directory / DAEMON_FILE} is damaged: restart the daemon", "NotRunning") from None
         self.timeout = timeout
 
     def base_url(self) -> str:

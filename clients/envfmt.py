@@ -4,6 +4,7 @@ shell or tool that will read it."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 
@@ -52,14 +53,33 @@ def render_json(set_vars: Mapping[str, str], unset: Sequence[str]) -> str:
 
 
 def render_docker(set_vars: Mapping[str, str], unset: Sequence[str]) -> str:
-    return " ".join(f"-e {shlex.quote(f'{name}={value}')}" for name, value in set_vars.items()) + "\n"
+    # "--env-file" is passed through as a flag (the CLI puts the token in that file).
+    words = [f"--env-file {shlex.quote(value)}" if name == "--env-file" else f"-e {shlex.quote(f'{name}={value}')}"
+             for name, value in set_vars.items()]
+    return " ".join(words) + "\n"
+
+
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def checked(render: Renderer) -> Renderer:
+    """Names go into shell code unquoted: refuse anything that is not a plain variable name,
+    whoever supplied it."""
+
+    def render_checked(set_vars: Mapping[str, str], unset: Sequence[str]) -> str:
+        for name in [*set_vars, *unset]:
+            if name != "--env-file" and not VARIABLE_NAME.match(name):
+                raise ValueError(f"refusing to print a variable named {name!r}")
+        return render(set_vars, unset)
+
+    return render_checked
 
 
 FORMATS: dict[str, Renderer] = {
-    "sh": render_sh,
-    "fish": render_fish,
-    "powershell": render_powershell,
-    "dotenv": render_dotenv,
-    "json": render_json,
-    "docker": render_docker,
+    "sh": checked(render_sh),
+    "fish": checked(render_fish),
+    "powershell": checked(render_powershell),
+    "dotenv": checked(render_dotenv),
+    "json": checked(render_json),
+    "docker": checked(render_docker),
 }

@@ -181,8 +181,25 @@ def test_status_with_stale_runtime_files_is_not_running(tmp_path: Path) -> None:
     stale.mkdir(mode=0o700)
     (stale / "daemon.json").write_text(json.dumps({"pid": 1, "port": port}))
     (stale / "control-token").write_text("rbt_stale")
+    for name in ("daemon.json", "control-token"):
+        (stale / name).chmod(0o600)  # as the daemon writes them
     result = run(stale, "status")
     assert result.returncode == 3 and "not running" in result.stdout
+
+
+def test_runtime_files_others_could_have_written_are_not_trusted(tmp_path: Path) -> None:
+    planted = tmp_path / "planted"
+    planted.mkdir(mode=0o700)
+    (planted / "daemon.json").write_text(json.dumps({"pid": 1, "port": 9}))
+    (planted / "control-token").write_text("rbt_planted")
+    (planted / "daemon.json").chmod(0o666)  # writable by anyone: someone else may have put it there
+    (planted / "control-token").chmod(0o600)
+    result = run(planted, "status")
+    assert result.returncode == 3 and "not trusted" in result.stdout
+    os.symlink(planted, tmp_path / "link")
+    (planted / "daemon.json").chmod(0o600)
+    result = run(tmp_path / "link", "status")
+    assert result.returncode == 3 and "not trusted" in result.stdout
 
 
 # ---- 7. login / logout / reload ---------------------------------------------------------------

@@ -317,11 +317,20 @@ def parse_dotenv_format(text: str) -> tuple[dict[str, str], list[str]]:
 
 
 def parse_docker_format(text: str) -> tuple[dict[str, str], list[str]]:
+    """`-e NAME=value` flags plus one `--env-file PATH`, as `docker run` reads them. The token
+    must be in the file (0600), never on the command line where `ps` shows it."""
     words = shlex.split(text)
-    assert len(words) % 2 == 0 and words[::2] == ["-e"] * (len(words) // 2), words
-    pairs = [word.partition("=") for word in words[1::2]]
-    assert all(sep for _, sep, _ in pairs)
-    return {name: value for name, _, value in pairs}, []
+    assert len(words) % 2 == 0 and set(words[::2]) <= {"-e", "--env-file"}, words
+    values: dict[str, str] = {}
+    for flag, word in zip(words[::2], words[1::2]):
+        if flag == "--env-file":
+            assert os.stat(word).st_mode & 0o777 == 0o600
+            values.update(parse_docker_env_file(Path(word).read_text()))
+        else:
+            name, sep, value = word.partition("=")
+            assert sep and name != "AWS_CONTAINER_AUTHORIZATION_TOKEN", word
+            values[name] = value
+    return values, []
 
 
 FISH_UNSET = re.compile(r"set -e ([A-Za-z_][A-Za-z0-9_]*);")

@@ -284,10 +284,18 @@ def http_get_in(ns: str, env: dict[str, str], url: str, token: str | None = None
 
 
 def parse_docker_flags(text: str) -> dict[str, str]:
-    """`-e NAME=value -e ...` as `docker run` reads it (shell words, then NAME=value)."""
+    """`-e NAME=value ... --env-file PATH` as `docker run` reads it (shell words, then
+    NAME=value; the env file holds the token, one NAME=value per line)."""
     words = shlex.split(text)
-    assert words and len(words) % 2 == 0 and set(words[::2]) == {"-e"}, text
-    return dict(word.split("=", 1) for word in words[1::2])
+    assert words and len(words) % 2 == 0 and set(words[::2]) <= {"-e", "--env-file"}, text
+    values: dict[str, str] = {}
+    for flag, word in zip(words[::2], words[1::2]):
+        if flag == "--env-file":
+            values.update(line.split("=", 1) for line in Path(word).read_text().splitlines() if line)
+        else:
+            name, value = word.split("=", 1)
+            values[name] = value
+    return values
 
 
 # ---- the bridge: host and container namespaces joined by a veth pair ------------------------
