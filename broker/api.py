@@ -49,7 +49,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 class LoginRequest(BaseModel):
     profile: str = Field(pattern=PROFILE_NAME)
-    code: str | None = Field(default=None, max_length=16)
+    code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
 
 
 class LogoutRequest(BaseModel):
@@ -118,7 +118,8 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore, control_toke
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Field names only: the rejected values may be codes or tokens.
         fields = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors())
-        return _json_error(400, "BadRequest", f"invalid request fields: {fields}")
+        hint = " (an MFA code is six digits)" if "code" in fields else ""
+        return _json_error(400, "BadRequest", f"invalid request fields: {fields}{hint}")
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:

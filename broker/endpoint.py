@@ -44,7 +44,7 @@ class CredentialsEndpoint:
         self._control = control_token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(CREDENTIALS_PREFIX):
+        if scope["type"] == "http" and scope["path"].startswith(CREDENTIALS_PREFIX[:-1]):
             messages = self.cached_answer(scope)
             if messages is None:
                 status, body = await self.respond(scope)

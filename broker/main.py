@@ -85,6 +85,9 @@ def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None
     except PermissionError as exc:
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. a port below 1024 without the privilege for it
+        print(f"rolebroker: cannot listen: {exc.strerror}; pick a port from 1024 up with --port", file=sys.stderr)
+        return 1
     # Everything loaded so far (boto3's models, FastAPI) lives as long as the process: take it
     # out of the garbage collector's view, so a full collection does not stall requests.
     gc.collect()
@@ -108,10 +111,10 @@ def parse_listen(value: str, allow_network: bool) -> tuple[str, int]:
     """ADDRESS:PORT (IPv6 as [ADDRESS]:PORT); the address must be safe unless allowed by name."""
     address, sep, port = value.rpartition(":")
     address = address.strip("[]")
-    if not sep or not port.isdigit() or not address:
+    if not sep or not port.isdigit() or not address or not 0 < int(port) < 65536:
         raise ValueError(f"--listen {value!r}: expected ADDRESS:PORT, e.g. 169.254.170.2:{DEFAULT_PORT}")
     try:
-        check_listen_address(address, allow_network)
+        check_listen_address(address, allow_network)  # also rejects what is not an IP address
     except ValueError as exc:
         raise ValueError(f"--listen {value!r}: {exc}") from None
     return address, int(port)

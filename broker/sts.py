@@ -212,6 +212,10 @@ class translate_errors:
                             botocore.exceptions.ConnectionClosedError)):
             return StsUnavailable(f"cannot reach STS for profile {profile!r} ({type(exc).__name__}): "
                                   "check the network; the broker retries by itself")
+        if isinstance(exc, botocore.exceptions.ParamValidationError):
+            return ProfileConfigError(f"{action} for profile {profile!r} was not sent: a setting is out of "
+                                      "shape (an MFA code is six digits; check role_arn, external_id, "
+                                      "role_session_name)")
         if isinstance(exc, botocore.exceptions.BotoCoreError):
             return StsUnavailable(f"STS call for profile {profile!r} failed ({type(exc).__name__})")
         return None

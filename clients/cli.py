@@ -36,6 +36,12 @@ def profile_name(text: str) -> str:
     return text
 
 
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks a free one)")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if len(arguments) == 2 and arguments[0] == "credential-process" and PROFILE_NAME.match(arguments[1]):
@@ -65,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the daemon in the foreground")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("ROLEBROKER_PORT", DEFAULT_PORT)),
+    serve.add_argument("--port", type=port_number, default=int(os.environ.get("ROLEBROKER_PORT", DEFAULT_PORT)),
                        help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, or $ROLEBROKER_PORT)")
     serve.add_argument("--demo", action="store_true",
                        help="serve a built-in demo (embedded STS, demo profiles dev and prod)")
@@ -91,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("profile", type=profile_name)
     env.add_argument("--format", choices=sorted(FORMATS), default="sh")
     env.add_argument("--ttl", type=float, default=ENV_TOKEN_TTL / 3600,
-                     help="hours the printed client token stays valid (default 168)")
+                     help="hours the printed client token stays valid (default 168; 0: until revoked)")
     env.add_argument("--target", choices=["host", "docker"],
                      help="where the variables are used: docker points at the link-local listener "
                           "(default: docker for --format docker, host otherwise)")
@@ -176,6 +182,9 @@ def read_code(profile: str, given: str | None) -> str:
 def cmd_login(args: argparse.Namespace) -> int:
     client = DaemonClient(timeout=60)
     code = read_code(args.profile, args.code)
+    if code and not re.fullmatch(r"[0-9]{6}", code):
+        print("rolebroker: an MFA code is six digits, as your authenticator shows it", file=sys.stderr)
+        return 1
     try:
         result = client.request("POST", "/v1/login", {"profile": args.profile, "code": code or None})
     except DaemonError as exc:
@@ -203,7 +212,7 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 # ---- env / exec -------------------------------------------------------------------------
 
-def client_environment(client: DaemonClient, profile: str, ttl_seconds: float, target: str = "host",
+def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | None, target: str = "host",
                        token_name: str | None = None) -> dict[str, Any]:
     described = client.request("GET", f"/v1/profiles/{quote(profile, safe='')}/env?target={target}")
     minted = client.request("POST", "/v1/tokens",
@@ -219,7 +228,10 @@ def cmd_env(args: argparse.Namespace) -> int:
     # Token names allow fewer characters than profile names: keep the safe ones.
     safe_profile = re.sub(r"[^A-Za-z0-9_.@:-]", "_", args.profile)
     name = f"{target}-{safe_profile}-{os.urandom(3).hex()}"[:64]
-    described = client_environment(client, args.profile, args.ttl * 3600, target, name)
+    if args.ttl < 0:
+        print("rolebroker: --ttl is hours from now (0: until revoked)", file=sys.stderr)
+        return 2
+    described = client_environment(client, args.profile, args.ttl * 3600 or None, target, name)
     set_vars, unset = described["set"], list(described["unset"])
     if args.token_file:
         # The file wins over the variable in every SDK but Java, so drop the variable too.
@@ -287,12 +299,18 @@ def cmd_exec(args: argparse.Namespace) -> int:
     environment.update(described["set"])
     try:
         child = subprocess.Popen(command, env=environment)
-    except FileNotFoundError:
-        print(f"rolebroker: command not found: {command[0]}", file=sys.stderr)
+    except OSError as exc:
         _revoke_quietly(client, described["token_name"])
-        return 127
+        if isinstance(exc, FileNotFoundError):
+            print(f"rolebroker: command not found: {command[0]}", file=sys.stderr)
+            return 127
+        print(f"rolebroker: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
+        return 126
     forward = lambda signum, _frame: child.send_signal(signum)  # noqa: E731
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C already reaches the child (same process group): forwarding it too would be a
+    # second interrupt, which tools like terraform treat as "abort now".
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    previous.update({s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)})
     try:
         code = child.wait()
     finally:
@@ -304,7 +322,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def _revoke_quietly(client: DaemonClient, name: str) -> None:
     try:
-        client.request("DELETE", f"/v1/tokens/{name}")
+        client.request("DELETE", f"/v1/tokens/{quote(name, safe='')}")
     except DaemonError:
         pass
 
@@ -350,6 +368,8 @@ def render_status(status: dict[str, Any]) -> str:
             mfa = "not needed"
         elif row["login_required"]:
             mfa = f"login needed (rolebroker login {row['profile']})"
+        elif row["mfa_session_expires_at"] is None:
+            mfa = "starts on first use (mfa_process)"
         else:
             mfa = _duration(row["mfa_session_expires_at"] - now)
         role = row["role_arn"] or "(MFA session itself)"
@@ -417,7 +437,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    DaemonClient().request("DELETE", f"/v1/tokens/{args.name}")
+    DaemonClient().request("DELETE", f"/v1/tokens/{quote(args.name, safe='')}")
     print(f"Revoked {args.name}")
     return 0
 

@@ -123,7 +123,7 @@ def test_the_schema_documents_the_errors_the_api_returns(broker: Broker) -> None
     cases = [
         ("post", "/v1/login", "/v1/login", {}, {"profile": "dev", "code": "123456"}, 401),
         ("post", "/v1/login", "/v1/login", {"Authorization": control}, {"profile": 7}, 400),
-        ("post", "/v1/login", "/v1/login", {"Authorization": control}, {"profile": "nosuch", "code": "1"}, 403),
+        ("post", "/v1/login", "/v1/login", {"Authorization": control}, {"profile": "nosuch", "code": "123456"}, 403),
         ("get", "/v1/status", "/v1/status", {}, None, 401),
         ("delete", "/v1/tokens/{name}", "/v1/tokens/nosuch", {"Authorization": control}, None, 400),
         ("get", "/v1/profiles/{profile}/env", "/v1/profiles/nosuch/env", {"Authorization": control}, None, 403),
