@@ -124,8 +124,10 @@ class BotocoreSts:
                 resolved = _credential_source_provider(credential_source).load()
             else:
                 resolved = new_botocore_session(self.files, profile).get_credentials()
-        except botocore.exceptions.BotoCoreError as exc:
-            raise ProfileConfigError(f"profile {profile!r}: botocore could not load its credentials: {exc}") from None
+        except Exception as exc:  # a helper's output is never echoed: it may hold a secret
+            raise ProfileConfigError(
+                f"profile {profile!r}: botocore could not load its credentials ({type(exc).__name__}); "
+                "run its credential_process by hand, or `aws sso login`, to see why") from None
         if resolved is None:
             raise ProfileConfigError(f"profile {profile!r} has no credentials botocore can find; "
                                      "give it keys, credential_process or sso settings")
