@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# The documented default port on 127.0.0.1 (and the systemd socket unit's).
+DEFAULT_PORT = 9911
 DAEMON_FILE = "daemon.json"
 CONTROL_TOKEN_FILE = "control-token"
 

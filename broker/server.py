@@ -21,14 +21,13 @@ from broker.config import BrokerConfig, ConfigFileError, ConfigFiles, load_confi
 from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
 from broker.refresh import RefreshPolicy
-from broker.runtime import CONTROL_TOKEN_FILE, DAEMON_FILE, ensure_private_dir, write_json, write_private
+from broker.runtime import CONTROL_TOKEN_FILE, DAEMON_FILE, DEFAULT_PORT, ensure_private_dir, write_json, write_private
 from broker.sessions import SessionManager
 from broker.sts import BotocoreSts, StsGateway
 from broker.tokens import TokenStore, new_token
 
 log = logging.getLogger("rolebroker")
 
-DEFAULT_PORT = 9911
 # Variables that outrank the container provider in some SDK's chain, or would make
 # it read a different token: whoever points a process at the broker unsets them.
 SHADOWING_VARIABLES = (

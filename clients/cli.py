@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from broker.runtime import DEFAULT_PORT
 from clients.daemon_client import DaemonClient, DaemonError
 from clients.envfmt import FORMATS
 
-DEFAULT_PORT = 9911  # keep in step with broker.server.DEFAULT_PORT
 ENV_TOKEN_TTL = 7 * 86400
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-DAEMON_FILE = "daemon.json"
-DEFAULT_PORT = 9911  # keep in step with broker.server.DEFAULT_PORT
-CONTROL_TOKEN_FILE = "control-token"
+# broker.runtime is standard library only: importing it keeps the CLI fast.
+from broker.runtime import CONTROL_TOKEN_FILE, DAEMON_FILE, DEFAULT_PORT, runtime_dir
+
+
 NOT_RUNNING = ("the rolebroker daemon is not running: start it with `rolebroker serve` "
                "(or `systemctl --user start rolebroker.socket`)")
 
@@ -23,18 +24,6 @@ class DaemonError(Exception):
     def __init__(self, message: str, code: str = "DaemonError", status: int = 0) -> None:
         super().__init__(message)
         self.message, self.code, self.status = message, code, status
-
-
-def runtime_dir() -> Path:
-    # Mirrors broker.runtime.runtime_dir without importing the daemon's dependencies.
-    explicit = os.environ.get("ROLEBROKER_RUNTIME_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return Path(xdg) / "rolebroker"
-    import tempfile
-    return Path(tempfile.gettempdir()) / f"rolebroker-{os.getuid()}"
 
 
 def check_private(path: Path, directory: bool) -> None:

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
+from broker.runtime import DEFAULT_PORT
+
 DEFAULT_ADDRESS = "169.254.170.2"
 DEFAULT_INTERFACE = "rolebroker0"
-DEFAULT_PORT = 9911  # keep in step with broker.server.DEFAULT_PORT
 # Keep in step with broker.server.LINK_LOCAL_ADDRESSES: the plain-http addresses every SDK
 # accepts besides loopback. Any other address would be useless to the SDKs.
 LINK_LOCAL_ADDRESSES = ("169.254.170.2", "169.254.170.23", "fd00:ec2::23")
@@ -351,7 +352,7 @@ def rolebroker_executable() -> str:
 
 def daemon_listeners() -> list[str] | None:
     """The addresses the running daemon of this user listens on (None: not running)."""
-    from clients.daemon_client import DAEMON_FILE, runtime_dir
+    from broker.runtime import DAEMON_FILE, runtime_dir
 
     try:
         info = json.loads((runtime_dir() / DAEMON_FILE).read_bytes())
