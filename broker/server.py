@@ -133,12 +133,17 @@ class Daemon:
                 stamps.append(None)
         return tuple(stamps)
 
+    def reload_if_changed(self) -> dict[str, Any] | None:
+        """Reload when either file's modification time moved (an editor saved it)."""
+        if self._config_mtimes() == self._mtimes:
+            return None
+        return self.reload()
+
     async def watch_config(self, interval: float = 2.0) -> None:
         # File watching is about the real files, so it runs on real time, not the injected clock.
         while True:
             await asyncio.sleep(interval)
-            if self._config_mtimes() != self._mtimes:
-                self.reload()
+            self.reload_if_changed()
 
     # ---- what clients are told ----------------------------------------------------------
 

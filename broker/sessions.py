@@ -603,10 +603,8 @@ class SessionManager:
         for name, plan in config.plans.items():
             if any(link in changed for link in self._chain(plan)):
                 changed.add(name)
-        keys = {root.key for plan in config.plans.values() if (root := self.root_session_source(plan))}
-        for key in list(self._mfa.keys()):
-            if key not in keys:
-                self._mfa.pop(key, None)
+        # MFA sessions no profile refers to any more are kept until they expire (or a logout):
+        # an editor's half-saved file must not throw away a session a human typed a code for.
         for name in changed:
             self._forget(name)
         return sorted(changed)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 from broker.sts_double import Role, totp
 from tests.harness import (
@@ -13,6 +16,7 @@ from tests.harness import (
     standard_roles, start_broker,
 )
 
+T = TypeVar("T")
 KEYS = f"aws_access_key_id = {ALICE_KEY}\naws_secret_access_key = {ALICE_SECRET}\n"
 STRICT_ROLE = "arn:aws:iam::666666666666:role/strict"
 
@@ -248,3 +252,26 @@ def test_reload_keeps_unchanged_sessions_and_survives_a_broken_file(broker: Brok
     assert not result["ok"] and broker.files.credentials_file in result["error"]
     assert broker.raw_get("dev", broker.token("dev"))[0] == 200
     assert broker.control().request("GET", "/v1/status")["config_error"]
+
+
+async def _on_loop(function: Callable[[], T]) -> T:
+    return function()
+
+
+def test_an_edited_file_is_picked_up_and_a_half_saved_one_loses_no_session(broker: Broker) -> None:
+    def reload_if_changed() -> Any:  # what the daemon's file watcher does, on the daemon's loop
+        return broker.call(_on_loop(broker.daemon.reload_if_changed))
+
+    broker.login("dev")
+    assert reload_if_changed() is None  # nothing changed on disk
+    credentials = Path(broker.files.credentials_file)
+    good = credentials.read_text()
+    # An editor saves the file half-typed: dev's mfa_serial is gone for a moment.
+    credentials.write_text(good.replace(f"mfa_serial = {MFA_SERIAL}", "mfa_serial = arn:aws:iam::1"))
+    os.utime(credentials, (1, 1))
+    assert reload_if_changed()["ok"]
+    credentials.write_text(good)  # and then completely
+    os.utime(credentials, (2, 2))
+    assert reload_if_changed()["ok"]
+    assert broker.get_settled("dev")[0] == 200  # no second MFA code was needed
+    assert broker.sts.count("GetSessionToken") == 1
