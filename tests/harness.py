@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 from collections.abc import Coroutine
 
 import botocore.credentials
@@ -256,3 +257,39 @@ def serve_in_thread(daemon: Daemon) -> tuple[asyncio.AbstractEventLoop, threadin
     thread.start()
     ready.wait(10)
     return loop, thread
+
+
+class Lines:
+    """A pipe read line by line on a thread, so a test can wait for one line with a timeout
+    (a bounded wait on an event, never a fixed sleep)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        with stream:  # closed at EOF, so no pipe outlives its process
+            for line in stream:
+                self._queue.put(line)
+        self._queue.put(None)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line with {text!r} within {timeout} s; got:\n{''.join(self.seen)}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"the stream ended before a line with {text!r}; got:\n{''.join(self.seen)}")
+            self.seen.append(line)
+            if text in line:
+                return line

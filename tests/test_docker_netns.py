@@ -17,19 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from collections.abc import Iterator
+
+from tests.harness import Lines
 
 import pytest
 
@@ -163,41 +163,6 @@ def in_ns(ns: str, argv: list[str], env: dict[str, str], stdin: str | None = Non
 
 def rolebroker(ns: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return in_ns(ns, [str(ROLEBROKER), *args], env)
-
-
-class Lines:
-    """A pipe read line by line on a thread, so a test can wait for one line with a timeout."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        with stream:
-            for line in stream:
-                self._queue.put(line)
-        self._queue.put(None)
-
-    def wait_for(self, text: str, timeout: float = STARTUP_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line with {text!r} within {timeout} s; got:\n{''.join(self.seen)}")
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"the stream ended before a line with {text!r}; got:\n{''.join(self.seen)}")
-            self.seen.append(line)
-            if text in line:
-                return
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
 
 
 class Daemon:

@@ -12,18 +12,18 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from collections.abc import Iterator
+
+from tests.harness import Lines
 
 import pytest
 
@@ -70,41 +70,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-class Lines:
-    """A pipe read line by line on a thread, so a test can wait for one line with a timeout."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        with stream:  # closed at EOF, so no pipe outlives its process
-            for line in stream:
-                self._queue.put(line)
-        self._queue.put(None)
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    def wait_for(self, text: str, timeout: float = STARTUP_TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line with {text!r} within {timeout} s; got:\n{''.join(self.seen)}")
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"the stream ended before a line with {text!r}; got:\n{''.join(self.seen)}")
-            self.seen.append(line)
-            if text in line:
-                return line
 
 
 class NotifySocket:
