@@ -147,6 +147,8 @@ class SessionManager:
         # Bumped whenever a profile's sessions are wiped, so an STS call that was already
         # in flight cannot bring them back when it lands.
         self._generation: dict[str, int] = {}
+        # Counts logouts, so a session that STS grants after one is not stored.
+        self._logouts = 0
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sts")
         self._source_executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="source")
 
@@ -397,10 +399,14 @@ class SessionManager:
                 code = await self._code_from_process(source, login_profile or source.key.source_profile)
             else:  # a typed code goes to STS, which judges it; mfa_process must not reuse it
                 self._remember_code(source.key.mfa_serial, code)
+        logouts = self._logouts
         credentials = await self._run(
             self.sts.get_session_token, source.key.source_profile, source.keys, source.duration,
             source.key.mfa_serial, code, self._region_of(source.key.source_profile), login_profile,
         )
+        if self._logouts != logouts:  # the user logged out while STS answered: honour that
+            hint = login_hint(login_profile or source.key.source_profile)
+            raise LoginRequired(f"logged out while the session was starting: {hint}")
         self._mfa[source.key] = MfaSession(source.key, credentials, self.clock.now())
         return credentials
 
@@ -499,12 +505,14 @@ class SessionManager:
             for name in {*self._roles.keys(), *self._state, *self.config.plans}:
                 self._forget(name)
             self._mfa.clear()
+            self._logouts += 1
             return wiped
         plan = self.plan(profile)
         root = self.root_session_source(plan)
         if isinstance(root, SessionSource) and root.key.mfa_serial:
             affected = self.profiles_using(root.key)
             self._mfa.pop(root.key, None)
+            self._logouts += 1
         else:
             # A direct-strategy or keys-only profile: it alone, and the chains built on it.
             affected = sorted({profile} | {name for name, other in self.config.plans.items()

@@ -105,3 +105,28 @@ def test_keys_never_reach_a_status_or_env_answer(broker: Broker) -> None:
     text = repr(answers)
     assert ALICE_KEY not in text and ALICE_SECRET not in text
     assert broker.raw_get("dev", broker.token("dev"))[2]["SecretAccessKey"] not in text
+
+
+def test_a_logout_during_a_slow_login_wins(broker: Broker) -> None:
+    import threading
+
+    from clients.daemon_client import DaemonError
+
+    broker.sts.inject_fault("GetSessionToken", "slow")
+    outcome: list[object] = []
+    code = broker.next_code()
+
+    def login() -> None:
+        try:
+            outcome.append(broker.login("dev", code))
+        except DaemonError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=login)
+    thread.start()
+    assert broker.sts.wait_held()  # STS is answering the login...
+    broker.control().request("POST", "/v1/logout", {"profile": None})  # ...when the user logs out
+    broker.sts.release_hung()
+    thread.join(30)
+    assert isinstance(outcome[0], DaemonError) and outcome[0].code == "LoginRequired"
+    assert broker.raw_get("dev", broker.token("dev"))[2]["code"] == "LoginRequired"
