@@ -18,10 +18,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker import __version__
 from broker.errors import BrokerError
+from broker.models import PROFILE_NAME_CHARS
 from broker.sessions import SessionManager
 from broker.tokens import TokenStore
 
-PROFILE_NAME = r"^[A-Za-z0-9_.@+=,:-]{1,128}$"
+PROFILE_NAME = f"^{PROFILE_NAME_CHARS}$"  # pydantic's regex engine: $ is the end of the text
 
 
 class ControlError(Exception):

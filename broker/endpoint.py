@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 from typing import Any
 from collections.abc import Awaitable, Callable, MutableMapping
 
 from broker.errors import BrokerError
+from broker.models import PROFILE_NAME
 from broker.sessions import SessionManager
 from broker.tokens import TokenStore
 from broker.wire import Message, error_body, response_messages
@@ -27,8 +27,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CREDENTIALS_PREFIX = "/v1/credentials/"
-# What a profile name in the URL may be; the same rule as the control API's and the CLI's.
-PROFILE_NAME = re.compile(r"^[\w.@+=,:-]{1,128}\Z", re.ASCII)
 MAX_TOKEN_LENGTH = 512
 
 
@@ -65,7 +63,7 @@ class CredentialsEndpoint:
             return None
         profile = scope["path"][len(CREDENTIALS_PREFIX):]
         token = _header(scope, b"authorization")
-        if token is None or len(token) > MAX_TOKEN_LENGTH or not PROFILE_NAME.match(profile):
+        if token is None or len(token) > MAX_TOKEN_LENGTH or not PROFILE_NAME.fullmatch(profile):
             return None
         record = self.tokens.lookup(token)
         if record is None or not record.allows(profile):
@@ -77,7 +75,7 @@ class CredentialsEndpoint:
         if scope["method"] not in ("GET", "HEAD"):
             return 405, error_body("MethodNotAllowed", "use GET")
         profile = scope["path"][len(CREDENTIALS_PREFIX):]
-        if not PROFILE_NAME.match(profile):
+        if not PROFILE_NAME.fullmatch(profile):
             # Checked before anything is logged: a name with CR/LF could forge log lines.
             return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE, with a profile "
                                    "name of 1-128 letters, digits and _.@+=,:-")
@@ -107,9 +105,6 @@ class CredentialsEndpoint:
         return await self._serve(profile)
 
     async def _serve(self, profile: str) -> tuple[int, bytes]:
-        body = self.sessions.cached_body(profile)
-        if body is not None:
-            return 200, body
         try:
             return 200, await self.sessions.credentials_body(profile)
         except BrokerError as exc:

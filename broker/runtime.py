@@ -49,12 +49,13 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Atomically write a 0600 file (never readable by others, even for a moment)."""
-    ensure_private_dir(path.parent)
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file whole or not at all (a reader never sees half of it). The temporary file
+    is 0600 from its first byte, so a secret is never readable by others, even for a moment."""
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        os.fchmod(fd, 0o600)
+        if mode != 0o600:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(temp, path)
@@ -62,6 +63,12 @@ def write_private(path: Path, data: bytes) -> None:
         if os.path.exists(temp):
             os.unlink(temp)
         raise
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A 0600 file in a private directory of ours."""
+    ensure_private_dir(path.parent)
+    write_atomic(path, data)
 
 
 def write_json(path: Path, value: Any) -> None:

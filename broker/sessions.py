@@ -168,14 +168,10 @@ class SessionManager:
             self._refresh_in_background(profile)
         return issued
 
-    def cached_body(self, profile: str) -> bytes | None:
-        issued = self.cached(profile)
-        return issued.body if issued is not None else None
-
     async def credentials_body(self, profile: str) -> bytes:
-        body = self.cached_body(profile)
-        if body is not None:
-            return body
+        issued = self.cached(profile)
+        if issued is not None:
+            return issued.body
         plan = self.plan(profile)
         self._raise_if_login_needed(plan)
         self._raise_if_backing_off(profile)
@@ -199,14 +195,7 @@ class SessionManager:
         )
 
     def _raise_if_login_needed(self, plan: ProfilePlan) -> None:
-        root = self.root_session_source(plan)
-        if root is None or not root.key.mfa_serial or root.mfa_process:
-            return  # nothing to log in to, or the daemon gets codes by itself
-        if isinstance(root, DirectSource):
-            base = self._root_plan(plan)
-            if base is plan or base.name not in self._serving:
-                raise LoginRequired(f"not logged in: {login_hint(plan.name)}")
-        elif root.key not in self._mfa:
+        if not self._source_available(plan):
             raise LoginRequired(f"not logged in: {login_hint(plan.name)}")
 
     def _raise_if_backing_off(self, profile: str) -> None:
@@ -305,7 +294,6 @@ class SessionManager:
     async def _issue(self, plan: ProfilePlan) -> Credentials:
         if isinstance(plan, SessionPlan):
             return await self._session_credentials(plan.source, plan.name)
-        session_name = plan.role_session_name or f"rolebroker-{int(self.clock.now())}"
         if isinstance(plan.source, DirectSource):
             if not plan.source.mfa_process:
                 raise LoginRequired(f"profile {plan.name!r} uses the direct strategy and its credentials "
@@ -314,8 +302,8 @@ class SessionManager:
             return await self._assume_direct(plan, plan.source, code)
         source = await self._source_secret(plan.source, plan.name)
         try:
-            return await self._run(self.sts.assume_role, plan.name, source, plan.role_arn, session_name,
-                                   plan.duration, plan.external_id, plan.region)
+            return await self._run(self.sts.assume_role, plan.name, source, plan.role_arn,
+                                   self._session_name(plan), plan.duration, plan.external_id, plan.region)
         except LoginRequired:
             # STS says the MFA session ended early (revoked, or the clock was off): forget it,
             # unless a login replaced it while this call was in flight.
@@ -334,9 +322,11 @@ class SessionManager:
             raise
 
     async def _assume_direct(self, plan: RolePlan, source: DirectSource, code: str) -> Credentials:
-        session_name = plan.role_session_name or f"rolebroker-{int(self.clock.now())}"
-        return await self._run(self.sts.assume_role, plan.name, source.keys, plan.role_arn, session_name,
+        return await self._run(self.sts.assume_role, plan.name, source.keys, plan.role_arn, self._session_name(plan),
                                plan.duration, plan.external_id, plan.region, source.key.mfa_serial, code)
+
+    def _session_name(self, plan: RolePlan) -> str:
+        return plan.role_session_name or f"rolebroker-{int(self.clock.now())}"
 
     async def _code_from_process(self, source: MfaSource, profile: str) -> str:
         """A fresh code from mfa_process, never one already given to STS."""
@@ -524,6 +514,7 @@ class SessionManager:
     # ---- background work --------------------------------------------------------------
 
     def _source_available(self, plan: ProfilePlan) -> bool:
+        """Whether credentials can be made now without a human (else: login required)."""
         root = self.root_session_source(plan)
         if root is None or not root.key.mfa_serial or root.mfa_process:
             return True
@@ -546,9 +537,7 @@ class SessionManager:
     def _renew_mfa_sessions(self, now: float) -> None:
         """With mfa_process, start a new MFA session before the current one ends."""
         self._mfa.expire()
-        sources = {root.key: root for plan in self.config.plans.values()
-                   if isinstance(root := self.root_session_source(plan), SessionSource) and root.mfa_process}
-        for key, source in sources.items():
+        for key, source in self._self_renewing().items():
             session = self._mfa.get(key)
             if session is None or session.credentials.expiration - now > self.policy.mfa_renew_ahead:
                 continue
@@ -576,19 +565,21 @@ class SessionManager:
 
     def _warn_mfa_endings(self, now: float) -> None:
         self._mfa.expire()
+        self_renewing = self._self_renewing()
         for key, session in self._mfa.items():
             left = session.credentials.expiration - now
             marker = (key, session.started_at)
-            if self._renews_itself(key) and key not in self._renewal_error:
+            if key in self_renewing and key not in self._renewal_error:
                 continue
             if left <= self.policy.mfa_warning and marker not in self._warned:
                 self._warned.add(marker)
                 log.warning("MFA session %s ends in %.0f min: run `rolebroker login` for one of %s",
                             key.label(), left / 60, ", ".join(self.profiles_using(key)))
 
-    def _renews_itself(self, key: MfaSessionKey) -> bool:
-        return any(isinstance(root := self.root_session_source(plan), SessionSource)
-                   and root.key == key and root.mfa_process for plan in self.config.plans.values())
+    def _self_renewing(self) -> dict[MfaSessionKey, SessionSource]:
+        """The MFA sessions with an mfa_process: the daemon renews them, nobody is warned."""
+        return {root.key: root for plan in self.config.plans.values()
+                if isinstance(root := self.root_session_source(plan), SessionSource) and root.mfa_process}
 
     async def run(self) -> None:
         """The background loop: wake every `tick` on the injected clock."""

@@ -18,19 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from broker.runtime import DEFAULT_PORT
+from broker.models import PROFILE_NAME
+from broker.runtime import DEFAULT_PORT, write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
 from clients.envfmt import FORMATS
 
 ENV_TOKEN_TTL = 7 * 86400
 
 
-PROFILE_NAME = re.compile(r"^[\w.@+=,:-]{1,128}$", re.ASCII)
-
-
 def profile_name(text: str) -> str:
     """argparse type: the daemon serves only names it can put in a URL path segment."""
-    if not PROFILE_NAME.match(text):
+    if not PROFILE_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a profile name rolebroker can serve: use 1-128 letters, digits and _.@+=,:-")
     return text
@@ -44,7 +42,7 @@ def port_number(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if len(arguments) == 2 and arguments[0] == "credential-process" and PROFILE_NAME.match(arguments[1]):
+    if len(arguments) == 2 and arguments[0] == "credential-process" and PROFILE_NAME.fullmatch(arguments[1]):
         # The fast path: tools run this before every AWS call, so skip argparse and friends.
         from clients.credential_process import main as credential_process
 
@@ -276,14 +274,7 @@ def docker_env_file(client: DaemonClient, token_name: str) -> Path:
 
 def write_token_file(path: str, token: str) -> None:
     """0600 from the first byte, no trailing newline (botocore rejects a token with one)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, token.encode())
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+    write_atomic(Path(os.path.abspath(path)), token.encode())
 
 
 def cmd_exec(args: argparse.Namespace) -> int:

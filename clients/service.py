@@ -12,10 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
+
+from broker.runtime import write_atomic
 
 SOCKET_UNIT = "rolebroker.socket"
 SERVICE_UNIT = "rolebroker.service"
@@ -216,17 +217,9 @@ def write_if_changed(path: Path, text: str) -> bool:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Atomic, so a daemon-reload racing with us never reads half a unit.
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o644)  # unit files hold no secret; systemd tools expect them readable
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    # Atomic, so a daemon-reload racing with us never reads half a unit; 0644 because unit
+    # files hold no secret and systemd tools expect them readable.
+    write_atomic(path, text.encode(), mode=0o644)
     return True
 
 
