@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker import __version__
 from broker.errors import BrokerError
-from broker.models import PROFILE_NAME_CHARS
+from broker.names import PROFILE_NAME_CHARS
 from broker.sessions import SessionManager
 from broker.tokens import TokenStore
 

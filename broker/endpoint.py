@@ -14,7 +14,7 @@ from typing import Any
 from collections.abc import Awaitable, Callable, MutableMapping
 
 from broker.errors import BrokerError
-from broker.models import PROFILE_NAME
+from broker.names import PROFILE_NAME
 from broker.sessions import SessionManager
 from broker.tokens import TokenStore
 from broker.wire import Message, error_body, response_messages

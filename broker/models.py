@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
-
-
-# A profile name the broker can serve: it goes into URL paths, log lines and shell output,
-# so one rule, checked everywhere (endpoint, control API, CLI), with fullmatch.
-PROFILE_NAME_CHARS = r"[A-Za-z0-9_.@+=,:-]{1,128}"
-PROFILE_NAME = re.compile(PROFILE_NAME_CHARS)
 
 
 def mask(secret: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from collections.abc import Callable
 
+from broker.names import token_name_part
 from broker.runtime import read_json, write_json
 
 log = logging.getLogger("rolebroker.tokens")
@@ -77,7 +78,7 @@ class TokenStore:
     def create(self, name: str | None, profiles: tuple[str, ...], ttl: float | None) -> tuple[str, TokenRecord]:
         self._prune()
         if name is None:
-            name = f"{'-'.join(profiles) or 'all'}-{secrets.token_hex(3)}"[:64]
+            name = f"{token_name_part('-'.join(profiles)) or 'all'}-{secrets.token_hex(3)}"[-64:]
         if not NAME.match(name):
             raise ValueError("a token name is 1-64 letters, digits and _.@:-")
         if any(r.name == name for r in self._by_digest.values()):

@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from broker.models import PROFILE_NAME
+from broker.names import PROFILE_NAME, token_name_part
 from broker.runtime import DEFAULT_PORT, write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
 from clients.envfmt import FORMATS
 
 ENV_TOKEN_TTL = 7 * 86400
+TOKEN_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 
 
 def profile_name(text: str) -> str:
@@ -215,39 +216,37 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | 
     described = client.request("GET", f"/v1/profiles/{quote(profile, safe='')}/env?target={target}")
     minted = client.request("POST", "/v1/tokens",
                             {"profiles": [profile], "ttl_seconds": ttl_seconds, "name": token_name})
-    described["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = minted["token"]
+    described["set"][TOKEN_VARIABLE] = minted["token"]
     described["token_name"] = minted["name"]
     return described
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    client = DaemonClient()
-    target = args.target or ("docker" if args.format == "docker" else "host")
-    # Token names allow fewer characters than profile names: keep the safe ones.
-    safe_profile = re.sub(r"[^A-Za-z0-9_.@:-]", "_", args.profile)
-    name = f"{target}-{safe_profile}-{os.urandom(3).hex()}"[:64]
     if args.ttl < 0:
         print("rolebroker: --ttl is hours from now (0: until revoked)", file=sys.stderr)
         return 2
+    client = DaemonClient()
+    target = args.target or ("docker" if args.format == "docker" else "host")
+    name = f"{target}-{token_name_part(args.profile)}-{os.urandom(3).hex()}"[-64:]
     described = client_environment(client, args.profile, args.ttl * 3600 or None, target, name)
     set_vars, unset = described["set"], list(described["unset"])
     if args.token_file:
         # The file wins over the variable in every SDK but Java, so drop the variable too.
         try:
-            write_token_file(args.token_file, set_vars.pop("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
+            write_token_file(args.token_file, set_vars.pop(TOKEN_VARIABLE))
         except OSError as exc:
             _revoke_quietly(client, described["token_name"])  # nobody will ever hold it
             print(f"rolebroker: cannot write {args.token_file}: {exc.strerror}", file=sys.stderr)
             return 1
         set_vars["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] = os.path.abspath(args.token_file)
         unset = [v for v in unset if v != "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]
-        unset.append("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+        unset.append(TOKEN_VARIABLE)
     elif args.format == "docker":
         # `docker run` flags end up in every local user's view of the process list: the token
         # goes to a 0600 env file instead, named on the command line.
         env_file = docker_env_file(client, described["token_name"])
         try:
-            write_token_file(str(env_file), f"AWS_CONTAINER_AUTHORIZATION_TOKEN={set_vars.pop(TOKEN_VARIABLE)}\n")
+            write_token_file(str(env_file), f"{TOKEN_VARIABLE}={set_vars.pop(TOKEN_VARIABLE)}\n")
         except OSError as exc:
             _revoke_quietly(client, described["token_name"])
             print(f"rolebroker: cannot write {env_file}: {exc.strerror}", file=sys.stderr)
@@ -258,12 +257,10 @@ def cmd_env(args: argparse.Namespace) -> int:
     try:
         sys.stdout.write(FORMATS[args.format](set_vars, unset))
     except ValueError as exc:
+        _revoke_quietly(client, described["token_name"])  # printed nowhere, so held by nobody
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-TOKEN_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 
 
 def docker_env_file(client: DaemonClient, token_name: str) -> Path:

@@ -130,3 +130,17 @@ def test_a_logout_during_a_slow_login_wins(broker: Broker) -> None:
     thread.join(30)
     assert isinstance(outcome[0], DaemonError) and outcome[0].code == "LoginRequired"
     assert broker.raw_get("dev", broker.token("dev"))[2]["code"] == "LoginRequired"
+
+
+def test_profile_names_with_characters_token_names_lack_still_get_tokens(tmp_path: Path) -> None:
+    layout = {"credentials": CONFIG_LAYOUT["credentials"],
+              "config": CONFIG_LAYOUT["config"] + f"\n[profile dev+ops]\nrole_arn = {OPEN_ROLE}\n"
+                                                  "source_profile = alice\n"}
+    broker = start_broker(tmp_path, layout)
+    try:
+        minted = broker.control().request("POST", "/v1/tokens", {"profiles": ["dev+ops"]})  # as `exec` asks
+        assert minted["profiles"] == ["dev+ops"] and "+" not in minted["name"]
+        broker.login("dev+ops")
+        assert broker.raw_get("dev+ops", minted["token"])[0] == 200
+    finally:
+        broker.stop()
