@@ -146,8 +146,7 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore, control_toke
 
     @app.get("/v1/profiles/{profile}/env", dependencies=control)
     async def profile_env(profile: str, target: str = Query("host", pattern="^(host|docker)$")) -> dict[str, Any]:
-        sessions.plan(profile)  # 4xx for an unknown or broken profile
-        return describe_env(profile, target)
+        return describe_env(profile, target)  # 4xx for an unknown or broken profile
 
     @app.post("/v1/tokens", dependencies=control)
     async def create_token(request: TokenRequest) -> dict[str, Any]:

@@ -266,6 +266,11 @@ def cmd_env(args: argparse.Namespace) -> int:
 def docker_env_file(client: DaemonClient, token_name: str) -> Path:
     directory = client.directory / "docker-env"
     directory.mkdir(mode=0o700, exist_ok=True)
+    # Files of revoked or expired tokens hold nothing useful any more: clear them out.
+    live = {row["name"] for row in client.request("GET", "/v1/tokens")["tokens"]}
+    for stale in directory.glob("*.env"):
+        if stale.stem not in live:
+            stale.unlink(missing_ok=True)
     return directory / f"{token_name}.env"
 
 

@@ -144,3 +144,24 @@ def test_profile_names_with_characters_token_names_lack_still_get_tokens(tmp_pat
         assert broker.raw_get("dev+ops", minted["token"])[0] == 200
     finally:
         broker.stop()
+
+
+def test_docker_env_files_of_dead_tokens_are_cleared(broker: Broker) -> None:
+    import os
+    import shlex
+    import subprocess
+
+    rolebroker = Path(sys.executable).parent / "rolebroker"
+    env = {**os.environ, "ROLEBROKER_RUNTIME_DIR": str(broker.daemon.settings.runtime_dir)}
+
+    def docker_env_file() -> Path:
+        printed = subprocess.run([str(rolebroker), "env", "dev", "--format", "docker"], env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert printed.returncode == 0, printed.stderr
+        words = shlex.split(printed.stdout)
+        return Path(words[words.index("--env-file") + 1])
+
+    first = docker_env_file()
+    broker.control().request("DELETE", f"/v1/tokens/{first.stem}")
+    second = docker_env_file()
+    assert second.exists() and not first.exists()
