@@ -219,6 +219,10 @@ class ProfileError(Exception):
     pass
 
 
+class ProfileCycle(ProfileError):
+    """A source_profile loop; its message names every profile in it."""
+
+
 def _plan_profile(
     name: str, profiles: Mapping[str, Mapping[str, Any]], files: ConfigFiles
 ) -> ProfilePlan | None:
@@ -305,15 +309,15 @@ def _plan_source(
     if source_name in chain and not own_keys:
         cycle = " -> ".join((*chain, source_name))
         where = f"profile {chain[0]!r} in {files.describe()}"
-        raise ProfileError(f"{where}: source_profile cycle {cycle}; one profile in it must hold keys")
+        raise ProfileCycle(f"{where}: source_profile cycle {cycle}; one profile in it must hold keys")
     source = profiles[source_name]
     keys = _static_keys(source)
     if source_name != name and "role_arn" in source and keys is None:
         try:
             _plan_role(source_name, profiles, files, chain=(*chain, source_name))
+        except ProfileCycle:
+            raise  # already names the whole cycle
         except ProfileError as exc:
-            if "cycle" in str(exc):
-                raise
             raise ProfileError(f"{where}: its source_profile {source_name!r} is broken: {exc}") from None
         return RoleSource(source_name)
     if keys is None:
