@@ -57,6 +57,11 @@ def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None
     limit_malloc_arenas()
     directory = runtime_dir()
     files = ConfigFiles.from_environment()
+    try:  # before anything is started
+        extra = [parse_listen(value, allow_network_listen) for value in listen or []]
+    except ValueError as exc:
+        print(f"rolebroker: {exc}", file=sys.stderr)
+        return 2
     demo_env: dict[str, str] = {}
     started_demo = None
     if demo:
@@ -65,11 +70,6 @@ def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None
         started_demo = start_demo(directory)
         files = started_demo.files
         demo_env = {"AWS_ENDPOINT_URL_STS": started_demo.sts.endpoint_url}
-    try:
-        extra = [parse_listen(value, allow_network_listen) for value in listen or []]
-    except ValueError as exc:
-        print(f"rolebroker: {exc}", file=sys.stderr)
-        return 2
     settings = DaemonSettings(files=files, runtime_dir=directory, state_dir=state_dir(), port=port,
                               client_env=demo_env, extra_listen=extra)
     try:
