@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
 
+from tests.attacker import OtherUser, make_other_user
 from tests.harness import Broker, start_broker
 
 
@@ -13,3 +16,18 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     running = start_broker(tmp_path)
     yield running
     running.stop()
+
+
+@pytest.fixture
+def other_user() -> Iterator[OtherUser]:
+    """A second local user (created if missing; root only), with a private scratch directory
+    under the system temp dir (pytest's own tmp_path is closed to other users)."""
+    scratch = Path(tempfile.mkdtemp(prefix="rolebroker-attack-"))
+    scratch.chmod(0o711)
+    try:
+        made = make_other_user(scratch)
+        if isinstance(made, str):
+            pytest.skip(made)
+        yield made
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
