@@ -1,23 +1,25 @@
 """The control API the CLI drives: login, logout, status, tokens, reload.
 
-Every route needs the control token from the runtime directory, which only the
-user can read. The credentials endpoint itself lives in `endpoint.py`.
+It answers on the control channel only (the Unix socket, to processes of the daemon's
+own user: see channel.py); the guard refuses it on TCP, and every route checks again.
+The credentials endpoint itself lives in `endpoint.py`.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 from collections.abc import Callable
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker import __version__
+from broker.channel import PEER_KEY, is_control
 from broker.errors import BrokerError
+from broker.leases import TokenLeases, holder_of
 from broker.names import PROFILE_NAME_CHARS
 from broker.sessions import SessionManager
 from broker.tokens import TokenStore
@@ -42,7 +44,7 @@ class ApiError(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ApiError, "description": "a malformed request"},
-    401: {"model": ApiError, "description": "missing or wrong control token"},
+    401: {"model": ApiError, "description": "not on the control channel"},
     403: {"model": ApiError, "description": "what the user must fix: login, profile, STS refusal"},
     503: {"model": ApiError, "description": "STS unavailable: retry"},
 }
@@ -61,6 +63,10 @@ class TokenRequest(BaseModel):
     profiles: list[str] = Field(default_factory=list, max_length=64)
     name: str | None = Field(default=None, max_length=64)
     ttl_seconds: float | None = Field(default=None, gt=0, le=366 * 86400)
+    # Revoke the token once the calling process has ended (`rolebroker exec`).
+    bind_to_caller: bool = False
+    # Hand out the token last minted for this purpose while most of its life is ahead (`env`).
+    reuse: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
 
 
 def _json_error(status: int, code: str, message: str) -> JSONResponse:
@@ -86,18 +92,21 @@ def _document_errors_not_422(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def build_control_api(sessions: SessionManager, tokens: TokenStore, control_token: str,
+def build_control_api(sessions: SessionManager, tokens: TokenStore,
                       describe_env: Callable[[str, str], dict[str, Any]],
                       reload: Callable[[], dict[str, Any]],
-                      config_problem: Callable[[], str | None] = lambda: None) -> FastAPI:
+                      config_problem: Callable[[], str | None] = lambda: None,
+                      leases: TokenLeases | None = None) -> FastAPI:
     app = FastAPI(title="rolebroker", version=__version__, docs_url=None, redoc_url=None,
                   responses=ERROR_RESPONSES)
     _document_errors_not_422(app)
+    leases = leases or TokenLeases(tokens)
 
-    def require_control(authorization: str | None = Header(default=None, max_length=512)) -> None:
-        if authorization is None or not hmac.compare_digest(authorization.encode(), control_token.encode()):
-            raise ControlError(401, "InvalidControlToken",
-                               "this call needs the control token from the daemon's runtime directory")
+    def require_control(request: Request) -> None:
+        # The guard already keeps TCP out; a second look costs nothing and guards refactors.
+        if not is_control(request.scope):
+            raise ControlError(401, "ControlChannelOnly",
+                               "the control API answers on the daemon's Unix socket only: use the rolebroker CLI")
 
     control = [Depends(require_control)]
 
@@ -149,15 +158,27 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore, control_toke
         return describe_env(profile, target)  # 4xx for an unknown or broken profile
 
     @app.post("/v1/tokens", dependencies=control)
-    async def create_token(request: TokenRequest) -> dict[str, Any]:
+    async def create_token(request: TokenRequest, http: Request) -> dict[str, Any]:
         for profile in request.profiles:
             sessions.plan(profile)
+        profiles = tuple(sorted(set(request.profiles)))
+        if request.reuse is not None:
+            kept = leases.reuse(request.reuse, profiles, request.ttl_seconds)
+            if kept is not None:
+                return _token_answer(*kept)
+        holder = None
+        if request.bind_to_caller:
+            peer = http.scope[PEER_KEY]
+            holder = holder_of(peer.pid)
+            if holder is None:
+                raise ControlError(400, "BadTokenRequest", "the calling process has already ended")
         try:
-            token, record = tokens.create(request.name, tuple(request.profiles), request.ttl_seconds)
+            token, record = tokens.create(request.name, profiles, request.ttl_seconds, holder)
         except ValueError as exc:
             raise ControlError(400, "BadTokenRequest", str(exc)) from None
-        return {"token": token, "name": record.name, "profiles": list(record.profiles),
-                "expires_at": record.expires_at}
+        if request.reuse is not None:
+            leases.remember(request.reuse, profiles, request.ttl_seconds, token, record)
+        return _token_answer(token, record)
 
     @app.get("/v1/tokens", dependencies=control)
     async def list_tokens() -> dict[str, Any]:
@@ -176,3 +197,7 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore, control_toke
         return reload()
 
     return app
+
+
+def _token_answer(token: str, record: Any) -> dict[str, Any]:
+    return {"token": token, "name": record.name, "profiles": list(record.profiles), "expires_at": record.expires_at}

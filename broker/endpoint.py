@@ -8,11 +8,11 @@ through to the control API.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 from collections.abc import Awaitable, Callable, MutableMapping
 
+from broker.channel import is_control
 from broker.errors import BrokerError
 from broker.names import PROFILE_NAME
 from broker.sessions import SessionManager
@@ -32,14 +32,12 @@ MAX_TOKEN_LENGTH = 512
 
 class CredentialsEndpoint:
     def __init__(self, sessions: SessionManager, tokens: TokenStore, fallback: ASGIApp,
-                 control_token: str = "", on_auth_failure: Callable[[Scope], Awaitable[None]] | None = None) -> None:
+                 on_auth_failure: Callable[[Scope], Awaitable[None]] | None = None) -> None:
         self.sessions = sessions
         # Called before a 401 is sent: the guard's throttle holds answers to guessers.
         self.on_auth_failure = on_auth_failure
         self.tokens = tokens
         self.fallback = fallback
-        # The CLI's own token (credential-process) may read every profile.
-        self._control = control_token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(CREDENTIALS_PREFIX[:-1]):
@@ -79,6 +77,8 @@ class CredentialsEndpoint:
             # Checked before anything is logged: a name with CR/LF could forge log lines.
             return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE, with a profile "
                                    "name of 1-128 letters, digits and _.@+=,:-")
+        if is_control(scope):
+            return await self._serve(profile)  # the user's own CLI (credential-process) reads any profile
         token = _header(scope, b"authorization")
         if token is None or len(token) > MAX_TOKEN_LENGTH:
             return 401, error_body(
@@ -88,8 +88,6 @@ class CredentialsEndpoint:
             )
         record = self.tokens.lookup(token)
         if record is None:
-            if self._control and hmac.compare_digest(token, self._control) and _on_loopback(scope):
-                return await self._serve(profile)
             log.warning("credentials request for %r refused: unknown, revoked or expired token", profile)
             return 401, error_body(
                 "InvalidToken",
@@ -109,12 +107,6 @@ class CredentialsEndpoint:
             return 200, await self.sessions.credentials_body(profile)
         except BrokerError as exc:
             return exc.status, error_body(exc.code, exc.message)
-
-
-def _on_loopback(scope: Scope) -> bool:
-    # The CLI's token is for the CLI on this machine, never for a container's listener.
-    server = scope.get("server")
-    return server is not None and server[0] in ("127.0.0.1", "::1")
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

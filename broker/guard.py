@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Callable, MutableMapping
 
+from broker.channel import is_control
 from broker.endpoint import CREDENTIALS_PREFIX, ASGIApp, Receive, Scope, Send
 from broker.wire import JSON_TYPE, error_body
 
@@ -116,13 +117,15 @@ class RequestGuard:
                 return 403, "BrowserRequest", "requests from web pages are refused: no page may read credentials"
             elif name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY):
                 return 413, "BodyTooLarge", f"request bodies are limited to {MAX_BODY} bytes"
+        if is_control(scope):
+            return None  # the user's own process on the Unix socket: no browser or rebinding can get here
         if host is None or host.lower() not in self.hosts():
             return 403, "BadHost", ("the Host header does not name this daemon (a DNS rebinding attempt?); "
                                     "use http://127.0.0.1:PORT as `rolebroker env` prints")
-        server = scope.get("server")
-        if server and not _is_loopback(server[0]) and not scope["path"].startswith(CREDENTIALS_PREFIX):
-            # Containers reach the link-local listener; the control API stays on loopback.
-            return 403, "LoopbackOnly", "this API answers on the loopback address only"
+        if not scope["path"].startswith(CREDENTIALS_PREFIX[:-1]):
+            # TCP serves credentials only: anyone on this machine (or in a container) can reach it.
+            return 403, "ControlChannelOnly", ("this address serves only /v1/credentials/PROFILE; the rest of "
+                                               "the API answers on the daemon's Unix socket, through the CLI")
         return None
 
 

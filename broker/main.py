@@ -9,12 +9,17 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 from collections.abc import Coroutine
 
 from broker import systemd
+from broker.channel import is_unix
 from broker.config import ConfigFiles
-from broker.runtime import runtime_dir, state_dir
+from broker.lockdown import forbid_dumps
+from broker.runtime import (
+    CONTROL_SOCKET, DaemonAlreadyRunning, RuntimeDirError, claim_runtime_dir, runtime_dir, state_dir,
+)
 from broker.server import DEFAULT_PORT, Daemon, DaemonSettings, PortInUse, check_listen_address
 
 log = logging.getLogger("rolebroker")
@@ -54,39 +59,45 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
 def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None,
           allow_network_listen: bool = False) -> int:
     configure_logging(log_level)
+    # Before the first secret enters memory: no core dumps, no same-user ptrace or /proc/PID/mem.
+    for problem in forbid_dumps():
+        log.warning("process hardening: %s", problem)
     limit_malloc_arenas()
     directory = runtime_dir()
     files = ConfigFiles.from_environment()
     try:  # before anything is started
         extra = [parse_listen(value, allow_network_listen) for value in listen or []]
+        inherited = systemd.listen_fds()
+        check_inherited(inherited, allow_network_listen, directory)
     except ValueError as exc:
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 2
-    demo_env: dict[str, str] = {}
     started_demo = None
-    if demo:
-        from broker.demo import start_demo
-
-        started_demo = start_demo(directory)
-        files = started_demo.files
-        demo_env = {"AWS_ENDPOINT_URL_STS": started_demo.sts.endpoint_url}
-    settings = DaemonSettings(files=files, runtime_dir=directory, state_dir=state_dir(), port=port,
-                              client_env=demo_env, extra_listen=extra)
     try:
-        daemon = Daemon(settings)
-        # Socket-activated: systemd holds the port (it may be queueing the first client).
-        sockets = systemd.listen_fds() or [daemon.bind()]
-        daemon.port = sockets[0].getsockname()[1]
-        sockets += daemon.bind_extra()
-        daemon.prepare(sockets)  # runtime files exist before the banner sends anyone to the CLI
-    except PortInUse as exc:
-        print(f"rolebroker: {exc}", file=sys.stderr)
-        return 1
-    except PermissionError as exc:
-        print(f"rolebroker: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # e.g. a port below 1024 without the privilege for it
-        print(f"rolebroker: cannot listen: {exc.strerror}; pick a port from 1024 up with --port", file=sys.stderr)
+        lock = claim_runtime_dir(directory)  # refuses while another live daemon owns the directory
+        demo_env: dict[str, str] = {}
+        if demo:
+            from broker.demo import start_demo
+
+            started_demo = start_demo(directory)
+            files = started_demo.files
+            demo_env = {"AWS_ENDPOINT_URL_STS": started_demo.sts.endpoint_url}
+        daemon = Daemon(DaemonSettings(files=files, runtime_dir=directory, state_dir=state_dir(), port=port,
+                                       client_env=demo_env, extra_listen=extra))
+        daemon.claim(lock)
+        # Socket-activated: systemd holds the sockets (it may be queueing the first client).
+        tcp = [sock for sock in inherited if not is_unix(sock)] or [daemon.bind()]
+        control = [sock for sock in inherited if is_unix(sock)] or [daemon.bind_control()]
+        daemon.port = tcp[0].getsockname()[1]
+        sockets = tcp + daemon.bind_extra() + control
+        daemon.prepare(sockets)
+    except (PortInUse, RuntimeDirError, DaemonAlreadyRunning, OSError) as exc:
+        if isinstance(exc, (PortInUse, RuntimeDirError, DaemonAlreadyRunning)):
+            print(f"rolebroker: {exc}", file=sys.stderr)
+        else:  # e.g. a port below 1024 without the privilege for it
+            print(f"rolebroker: cannot listen: {exc.strerror}; pick a port from 1024 up with --port", file=sys.stderr)
+        if started_demo is not None:
+            started_demo.stop()
         return 1
     # Everything loaded so far (boto3's models, FastAPI) lives as long as the process: take it
     # out of the garbage collector's view, so a full collection does not stall requests.
@@ -105,6 +116,25 @@ def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None
         if started_demo is not None:
             started_demo.stop()
     return 0
+
+
+def check_inherited(sockets: list[socket.socket], allow_network: bool, directory: Path) -> None:
+    """Sockets from systemd get the checks --listen gets: a `ListenStream=9911` (every
+    address) would serve credentials to other machines and network namespaces."""
+    for sock in sockets:
+        if is_unix(sock):
+            path = sock.getsockname()
+            if path != str(directory / CONTROL_SOCKET):
+                log.warning("systemd passed a control socket at %s, but the CLI looks for %s: set "
+                            "ROLEBROKER_RUNTIME_DIR for both, or use the shipped socket unit", path,
+                            directory / CONTROL_SOCKET)
+            continue
+        address = sock.getsockname()[0]
+        try:
+            check_listen_address(address, allow_network)
+        except ValueError as exc:
+            raise ValueError(f"the socket systemd passed ({address}:{sock.getsockname()[1]}): {exc}; "
+                             "make the socket unit's ListenStream= name an address, e.g. 127.0.0.1:9911") from None
 
 
 def parse_listen(value: str, allow_network: bool) -> tuple[str, int]:

@@ -1,6 +1,6 @@
-"""Where the daemon keeps what its CLI needs: the runtime directory (port, control
-token) and the state directory (client token digests). Files are 0600, written
-atomically, and never hold an AWS credential."""
+"""Where the daemon keeps what its CLI needs: the runtime directory (the control socket,
+the daemon's lock, a description for humans) and the state directory (client token
+digests). Files are 0600, written atomically, and never hold an AWS credential."""
 
 from __future__ import annotations
 
@@ -13,8 +13,19 @@ from typing import Any
 
 # The documented default port on 127.0.0.1 (and the systemd socket unit's).
 DEFAULT_PORT = 9911
+# For humans and scripts only (pid, port, listeners): the CLI never trusts it for anything.
 DAEMON_FILE = "daemon.json"
-CONTROL_TOKEN_FILE = "control-token"
+# The control channel: a Unix socket only this user can connect to (the daemon checks the
+# peer's uid too). The CLI reaches the daemon through nothing else.
+CONTROL_SOCKET = "control.sock"
+# Held (flock) by the live daemon for as long as it runs: the kernel drops it when the
+# process dies, however it dies, so a second daemon can tell a live owner from stale files.
+LOCK_FILE = "daemon.lock"
+RUNTIME_DIR_VARIABLES = "set XDG_RUNTIME_DIR (your login session's private directory) or ROLEBROKER_RUNTIME_DIR"
+
+
+class RuntimeDirError(Exception):
+    """The runtime directory cannot be trusted or made: the message names why and what to set."""
 
 
 def runtime_dir() -> Path:
@@ -36,14 +47,29 @@ def state_dir() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.lstat()
+    """Make (or check) a 0700 directory of ours. In a shared /tmp another user may have put
+    something at that name first: a link would make us write into its target, a directory of
+    theirs would hand them our socket. Either is refused, naming the cause and the fix."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        pass  # a file or a dangling link: lstat below names it
+    except PermissionError:
+        raise RuntimeDirError(f"cannot create {path}: permission denied; {RUNTIME_DIR_VARIABLES}") from None
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        raise RuntimeDirError(f"cannot use {path}: {exc.strerror}; {RUNTIME_DIR_VARIABLES}") from None
+    owner = "you" if info.st_uid == os.getuid() else f"uid {info.st_uid}"
     if stat.S_ISLNK(info.st_mode):
-        # In a shared /tmp a planted link would make us chmod and write into its target.
-        raise PermissionError(f"{path} is a symbolic link; set ROLEBROKER_RUNTIME_DIR to a private directory")
+        raise RuntimeDirError(f"{path} is a symbolic link (made by {owner}), not a directory: someone may be "
+                              f"trying to take over rolebroker's files; {RUNTIME_DIR_VARIABLES}")
+    if not stat.S_ISDIR(info.st_mode):
+        raise RuntimeDirError(f"{path} is a file (made by {owner}), not a directory; remove it if it is yours, "
+                              f"or {RUNTIME_DIR_VARIABLES}")
     if info.st_uid != os.getuid():
-        # Someone else created it first (a shared /tmp): using it would hand them our tokens.
-        raise PermissionError(f"{path} belongs to another user; set ROLEBROKER_RUNTIME_DIR to a private directory")
+        raise RuntimeDirError(f"{path} belongs to {owner}, not to you: in a shared directory another user "
+                              f"made it first, and using it would hand them your sessions; {RUNTIME_DIR_VARIABLES}")
     if info.st_mode & 0o077:
         path.chmod(0o700)
     return path
@@ -78,3 +104,34 @@ def write_json(path: Path, value: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path, "rb") as handle:
         return json.loads(handle.read())
+
+
+class DaemonAlreadyRunning(Exception):
+    """A live daemon holds the runtime directory's lock."""
+
+
+def claim_runtime_dir(directory: Path) -> int:
+    """Take the runtime directory for this daemon: its lock, held until the process ends
+    (the returned descriptor; never inherited by children). A live owner is refused by name;
+    a dead one's files are the caller's to replace."""
+    import fcntl
+
+    ensure_private_dir(directory)
+    path = directory / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise RuntimeDirError(f"cannot open {path}: {exc.strerror}; {RUNTIME_DIR_VARIABLES}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise DaemonAlreadyRunning(
+            f"another rolebroker daemon{f' (pid {holder})' if holder.isdigit() else ''} is running with "
+            f"{directory}: use it (`rolebroker status`), or stop it first; a second daemon needs its own "
+            "ROLEBROKER_RUNTIME_DIR"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

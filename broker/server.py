@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import signal
@@ -16,25 +17,22 @@ import uvicorn
 
 from broker import __version__
 from broker.api import build_control_api
+from broker.channel import ChannelProtocol, bind_control_socket, is_unix
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, ConfigFileError, ConfigFiles, load_config
 from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
+from broker.leases import TokenLeases
 from broker.refresh import RefreshPolicy
-from broker.runtime import CONTROL_TOKEN_FILE, DAEMON_FILE, DEFAULT_PORT, ensure_private_dir, write_json, write_private
+from broker.runtime import (
+    CONTROL_SOCKET, DAEMON_FILE, DEFAULT_PORT, claim_runtime_dir, ensure_private_dir, write_json,
+)
 from broker.sessions import SessionManager
 from broker.sts import BotocoreSts, StsGateway
-from broker.tokens import TokenStore, new_token
+from broker.tokens import TokenStore
 
 log = logging.getLogger("rolebroker")
 
-# Variables that outrank the container provider in some SDK's chain, or would make
-# it read a different token: whoever points a process at the broker unsets them.
-SHADOWING_VARIABLES = (
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
-)
 CREDENTIAL_KEYS = ("aws_access_key_id", "role_arn", "credential_process", "credential_source",
                    "sso_session", "sso_start_url", "web_identity_token_file", "login_session")
 
@@ -83,11 +81,14 @@ class Daemon:
         self.sessions = SessionManager(config, sts or BotocoreSts(settings.files), self.clock, policy)
         ensure_private_dir(settings.state_dir)
         self.tokens = TokenStore(settings.state_dir / "tokens.json", self.clock.now)
-        self.control_token = new_token()
-        control_api = build_control_api(self.sessions, self.tokens, self.control_token,
-                                        self.describe_env, self.reload, lambda: self.config_error)
+        self.leases = TokenLeases(self.tokens)
+        self.leases.sweep()  # tokens of `exec` commands that ended while no daemon ran
+        control_api = build_control_api(self.sessions, self.tokens, self.describe_env, self.reload,
+                                        lambda: self.config_error, self.leases)
         throttle = FailureThrottle(self.clock.now)
-        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, self.control_token, throttle.hold)
+        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, throttle.hold)
+        self._lock_fd: int | None = None
+        self._own_socket: tuple[int, int] | None = None  # (st_dev, st_ino) of the control socket we made
         self.listeners: list[tuple[str, int]] = []
         self._hosts: frozenset[bytes] = frozenset()
         self.app = RequestGuard(endpoint, lambda: self._hosts, throttle)
@@ -145,6 +146,12 @@ class Daemon:
             await asyncio.sleep(interval)
             self.reload_if_changed()
 
+    async def sweep_leases(self, interval: float = 1.0) -> None:
+        # Processes end in real time, whatever the injected clock says.
+        while True:
+            await asyncio.sleep(interval)
+            self.leases.sweep()
+
     # ---- what clients are told ----------------------------------------------------------
 
     def endpoint_url(self, profile: str, address: str = "127.0.0.1", port: int | None = None) -> str:
@@ -159,6 +166,8 @@ class Daemon:
         return None
 
     def describe_env(self, profile: str, target: str = "host") -> dict[str, Any]:
+        """Facts a client needs to point a process at this profile. The CLI turns them into
+        variables from a fixed list of its own: the daemon never names a variable."""
         plan = self.sessions.plan(profile)
         url = self.endpoint_url(profile)
         notes: list[str] = []
@@ -170,25 +179,36 @@ class Daemon:
                 notes.append("the daemon has no link-local listener, so only `docker run --network host` "
                              "containers can reach it; or run `sudo rolebroker docker setup` and restart the "
                              "daemon with `--listen 169.254.170.2:PORT`")
-        set_vars: dict[str, str] = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": url}
-        if plan.region:
-            set_vars["AWS_REGION"] = plan.region
-            set_vars["AWS_DEFAULT_REGION"] = plan.region
-        # A [default] profile with keys in the shared files outranks the container provider
-        # in every SDK: hide the files from the client (its region is exported above).
-        set_vars["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
         default = self.sessions.config.raw_profiles.get("default", {})
-        if any(key in default for key in CREDENTIAL_KEYS):
-            set_vars["AWS_CONFIG_FILE"] = os.devnull
-        set_vars.update(self.settings.client_env)
-        if target == "docker":
-            # Inside a container the host's files do not exist; Go would proxy 169.254.170.x.
-            set_vars.pop("AWS_SHARED_CREDENTIALS_FILE", None)
-            set_vars.pop("AWS_CONFIG_FILE", None)
-            set_vars["NO_PROXY"] = ",".join(a for a, _ in self.listeners)
-        return {"profile": profile, "set": set_vars, "unset": list(SHADOWING_VARIABLES), "notes": notes}
+        return {
+            "profile": profile,
+            "target": target,
+            "endpoint_url": url,
+            "region": plan.region,
+            # A [default] profile with keys outranks the container provider in every SDK.
+            "default_profile_has_credentials": any(key in default for key in CREDENTIAL_KEYS),
+            "no_proxy": [address for address, _ in self.listeners],
+            # The demo points its clients at its embedded STS.
+            "sts_endpoint_url": self.settings.client_env.get("AWS_ENDPOINT_URL_STS"),
+            "notes": notes,
+        }
 
     # ---- serving ----------------------------------------------------------------------
+
+    def claim(self, lock_fd: int | None = None) -> None:
+        """Take the runtime directory (refused while a live daemon holds it; or adopt the lock
+        the caller took) and clear what a dead one left behind. Call before binding anything."""
+        self._lock_fd = lock_fd if lock_fd is not None else claim_runtime_dir(self.settings.runtime_dir)
+        for name in (DAEMON_FILE, "control-token"):  # control-token: from versions before the socket
+            (self.settings.runtime_dir / name).unlink(missing_ok=True)
+
+    def bind_control(self) -> socket.socket:
+        """The control channel's Unix socket (after `claim`)."""
+        path = self.settings.runtime_dir / CONTROL_SOCKET
+        sock = bind_control_socket(path)
+        info = path.lstat()
+        self._own_socket = (info.st_dev, info.st_ino)
+        return sock
 
     def bind(self) -> socket.socket:
         """The loopback listener every local client uses."""
@@ -209,9 +229,10 @@ class Daemon:
         except OSError as exc:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
+                # Not a rolebroker of ours with this runtime directory: it would have held the lock.
                 raise PortInUse(
-                    f"port {port} on {host} is already in use: another rolebroker may be running "
-                    "(`rolebroker status`), or pick another port with --port / ROLEBROKER_PORT"
+                    f"port {port} on {host} is in use by another program (`ss -ltnp` names it; it is not "
+                    "a rolebroker daemon of yours): stop it, or pick another port with --port / ROLEBROKER_PORT"
                 ) from None
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise PortInUse(f"{host} is not an address of this machine: for 169.254.170.2 run "
@@ -225,23 +246,38 @@ class Daemon:
         return sock
 
     def write_runtime_files(self) -> None:
+        # A description for humans and scripts; the CLI asks the control socket instead.
         directory = ensure_private_dir(self.settings.runtime_dir)
-        write_private(directory / CONTROL_TOKEN_FILE, self.control_token.encode())
         write_json(directory / DAEMON_FILE, {
             "pid": os.getpid(), "port": self.port, "url": f"http://127.0.0.1:{self.port}",
             "listen": [f"{a}:{p}" for a, p in self.listeners], "version": __version__,
+            "control_socket": str(directory / CONTROL_SOCKET),
         })
 
     def remove_runtime_files(self) -> None:
-        for name in (CONTROL_TOKEN_FILE, DAEMON_FILE):
+        """Remove what is still ours: never a socket systemd made, or a file another daemon
+        wrote after ours (with the lock that cannot happen, but deleting costs a user a code)."""
+        directory = self.settings.runtime_dir
+        try:
+            if json.loads((directory / DAEMON_FILE).read_bytes()).get("pid") == os.getpid():
+                (directory / DAEMON_FILE).unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
+        if self._own_socket is not None:
             try:
-                (self.settings.runtime_dir / name).unlink()
+                info = (directory / CONTROL_SOCKET).lstat()
+                if (info.st_dev, info.st_ino) == self._own_socket:
+                    (directory / CONTROL_SOCKET).unlink()
             except FileNotFoundError:
                 pass
+            self._own_socket = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock; the (empty) lock file stays for the next daemon
+            self._lock_fd = None
 
     def prepare(self, sockets: list[socket.socket]) -> None:
-        """Know our own addresses and tell the CLI where we are (before anyone is told to try)."""
-        self.listeners = [tuple(sock.getsockname()[:2]) for sock in sockets]  # type: ignore[misc]
+        """Know our own addresses and describe them (before anyone is told to try)."""
+        self.listeners = [tuple(sock.getsockname()[:2]) for sock in sockets if not is_unix(sock)]  # type: ignore[misc]
         self._hosts = allowed_hosts(self.listeners)
         self.write_runtime_files()
 
@@ -249,11 +285,12 @@ class Daemon:
         self.prepare(sockets)
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
-            date_header=False, timeout_graceful_shutdown=5, loop="none",
+            date_header=False, timeout_graceful_shutdown=5, loop="none", http=ChannelProtocol,
         )
         self.server = uvicorn.Server(config)
         self.server.should_exit = self._stop_requested  # a stop() that came before serve()
-        background = [asyncio.ensure_future(self.sessions.run()), asyncio.ensure_future(self.watch_config())]
+        background = [asyncio.ensure_future(self.sessions.run()), asyncio.ensure_future(self.watch_config()),
+                      asyncio.ensure_future(self.sweep_leases())]
         self._install_reload_signal()
         try:
             await self.server.serve(sockets=sockets)

@@ -40,6 +40,8 @@ class TokenRecord:
     profiles: tuple[str, ...]  # empty: every profile
     created_at: float
     expires_at: float | None
+    # A process whose end revokes the token (`rolebroker exec`): (pid, start time), see leases.py.
+    holder: tuple[int, int] | None = None
 
     def allows(self, profile: str) -> bool:
         return not self.profiles or profile in self.profiles
@@ -64,8 +66,10 @@ class TokenStore:
     def _load(self, path: Path) -> None:
         try:
             for raw in read_json(path).get("tokens", []):
+                holder = raw.get("holder")
                 record = TokenRecord(raw["name"], raw["digest"], tuple(raw["profiles"]),
-                                     float(raw["created_at"]), raw.get("expires_at"))
+                                     float(raw["created_at"]), raw.get("expires_at"),
+                                     (int(holder[0]), int(holder[1])) if holder else None)
                 self._by_digest[record.digest] = record
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("cannot read client tokens from %s (%s): clients must get new tokens", path,
@@ -75,7 +79,8 @@ class TokenStore:
         if self.path is not None:
             write_json(self.path, {"tokens": [asdict(r) for r in self._by_digest.values()]})
 
-    def create(self, name: str | None, profiles: tuple[str, ...], ttl: float | None) -> tuple[str, TokenRecord]:
+    def create(self, name: str | None, profiles: tuple[str, ...], ttl: float | None,
+               holder: tuple[int, int] | None = None) -> tuple[str, TokenRecord]:
         self._prune()
         if name is None:
             name = f"{token_name_part('-'.join(profiles)) or 'all'}-{secrets.token_hex(3)}"[-64:]
@@ -86,7 +91,7 @@ class TokenStore:
         token = new_token()
         now = self.now()
         record = TokenRecord(name, digest(token), tuple(sorted(set(profiles))), now,
-                             now + ttl if ttl else None)
+                             now + ttl if ttl else None, holder)
         self._by_digest[record.digest] = record
         self._save()
         return token, record

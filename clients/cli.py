@@ -22,9 +22,9 @@ from broker.names import PROFILE_NAME, token_name_part
 from broker.runtime import DEFAULT_PORT, write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
 from clients.envfmt import FORMATS
+from clients.envvars import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, variables_for
 
 ENV_TOKEN_TTL = 7 * 86400
-TOKEN_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 
 
 def profile_name(text: str) -> str:
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: docker for --format docker, host otherwise)")
     env.add_argument("--token-file", metavar="PATH",
                      help="write the token to PATH (0600) and export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+    env.add_argument("--output", "-o", metavar="FILE",
+                     help="write the output to FILE, readable by you only (0600), instead of stdout")
     env.set_defaults(handler=cmd_env)
 
     process = commands.add_parser("credential-process",
@@ -124,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="client tokens scoped to profiles")
     token_commands = token.add_subparsers(metavar="ACTION")
     create = token_commands.add_parser("create", help="print a new client token")
-    create.add_argument("--profile", action="append", default=[], dest="profiles", type=profile_name)
+    create.add_argument("--profile", action="append", default=[], dest="profiles", type=profile_name,
+                        help="a profile the token may read (repeatable)")
+    create.add_argument("--all-profiles", action="store_true",
+                        help="let the token read every profile, including ones added later")
     create.add_argument("--name")
     create.add_argument("--ttl", help="lifetime such as 30m, 8h, 7d (default: no expiry)")
     create.set_defaults(handler=cmd_token_create)
@@ -212,13 +217,22 @@ def cmd_logout(args: argparse.Namespace) -> int:
 # ---- env / exec -------------------------------------------------------------------------
 
 def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | None, target: str = "host",
-                       token_name: str | None = None) -> dict[str, Any]:
+                       reuse: bool = False, bind_to_caller: bool = False) -> dict[str, Any]:
+    """The variables for one profile ("set", "unset"), its token's name, and the daemon's notes.
+    `reuse`: hand out the token the last `env` got for this profile and target, while most of its
+    life is ahead; `bind_to_caller`: the token dies with this process."""
     described = client.request("GET", f"/v1/profiles/{quote(profile, safe='')}/env?target={target}")
-    minted = client.request("POST", "/v1/tokens",
-                            {"profiles": [profile], "ttl_seconds": ttl_seconds, "name": token_name})
-    described["set"][TOKEN_VARIABLE] = minted["token"]
-    described["token_name"] = minted["name"]
-    return described
+    minted = client.request("POST", "/v1/tokens", {
+        "profiles": [profile], "ttl_seconds": ttl_seconds, "bind_to_caller": bind_to_caller,
+        "reuse": f"env-{target}" if reuse else None,
+        "name": f"{'exec' if bind_to_caller else target}-{token_name_part(profile)}-{os.urandom(3).hex()}"[-64:],
+    })
+    try:
+        set_vars, unset = variables_for(described, minted["token"])
+    except UntrustedAnswer:
+        _revoke_quietly(client, minted.get("name", ""))
+        raise
+    return {"set": set_vars, "unset": unset, "token_name": minted["name"], "notes": described.get("notes", [])}
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -227,8 +241,11 @@ def cmd_env(args: argparse.Namespace) -> int:
         return 2
     client = DaemonClient()
     target = args.target or ("docker" if args.format == "docker" else "host")
-    name = f"{target}-{token_name_part(args.profile)}-{os.urandom(3).hex()}"[-64:]
-    described = client_environment(client, args.profile, args.ttl * 3600 or None, target, name)
+    try:
+        described = client_environment(client, args.profile, args.ttl * 3600 or None, target, reuse=True)
+    except UntrustedAnswer as exc:
+        print(f"rolebroker: {exc}", file=sys.stderr)
+        return 1
     set_vars, unset = described["set"], list(described["unset"])
     if args.token_file:
         # The file wins over the variable in every SDK but Java, so drop the variable too.
@@ -238,8 +255,8 @@ def cmd_env(args: argparse.Namespace) -> int:
             _revoke_quietly(client, described["token_name"])  # nobody will ever hold it
             print(f"rolebroker: cannot write {args.token_file}: {exc.strerror}", file=sys.stderr)
             return 1
-        set_vars["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] = os.path.abspath(args.token_file)
-        unset = [v for v in unset if v != "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]
+        set_vars[TOKEN_FILE_VARIABLE] = os.path.abspath(args.token_file)
+        unset = [v for v in unset if v != TOKEN_FILE_VARIABLE]
         unset.append(TOKEN_VARIABLE)
     elif args.format == "docker":
         # `docker run` flags end up in every local user's view of the process list: the token
@@ -252,13 +269,20 @@ def cmd_env(args: argparse.Namespace) -> int:
             print(f"rolebroker: cannot write {env_file}: {exc.strerror}", file=sys.stderr)
             return 1
         set_vars["--env-file"] = str(env_file)
-    for note in described.get("notes", []):
+    for note in described["notes"]:
         print(f"rolebroker: note: {note}", file=sys.stderr)
     try:
-        sys.stdout.write(FORMATS[args.format](set_vars, unset))
-    except ValueError as exc:
+        text = FORMATS[args.format](set_vars, unset)
+        if args.output:
+            # The output holds a token: 0600 from the first byte, whatever the umask says.
+            write_atomic(Path(os.path.abspath(args.output)), text.encode())
+        else:
+            sys.stdout.write(text)
+    except (ValueError, OSError) as exc:
         _revoke_quietly(client, described["token_name"])  # printed nowhere, so held by nobody
-        print(f"rolebroker: {exc}", file=sys.stderr)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"rolebroker: {f'cannot write {args.output}: ' if isinstance(exc, OSError) else ''}{reason}",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -287,7 +311,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
         print("rolebroker: usage: rolebroker exec PROFILE -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     client = DaemonClient()
-    described = client_environment(client, args.profile, ENV_TOKEN_TTL)
+    # The token dies with this process, however it ends: the daemon revokes it once we are gone.
+    described = client_environment(client, args.profile, ENV_TOKEN_TTL, bind_to_caller=True)
     environment = {k: v for k, v in os.environ.items() if k not in described["unset"]}
     environment.update(described["set"])
     try:
@@ -412,9 +437,13 @@ def parse_ttl(text: str) -> float:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
+    if bool(args.profiles) == args.all_profiles:
+        print("rolebroker: name the profiles the token may read (--profile dev, repeatable), or pass "
+              "--all-profiles for a token that reads every profile", file=sys.stderr)
+        return 2
     ttl = parse_ttl(args.ttl) if args.ttl else None
-    result = DaemonClient().request("POST", "/v1/tokens",
-                                    {"profiles": args.profiles, "name": args.name, "ttl_seconds": ttl})
+    result = DaemonClient().request("POST", "/v1/tokens", {"profiles": args.profiles, "all_profiles": args.all_profiles,
+                                                           "name": args.name, "ttl_seconds": ttl})
     print(result["token"])
     return 0
 

@@ -21,7 +21,7 @@ def main(profile: str) -> int:
         credentials = None
         for _ in range(PENDING_RETRIES):
             try:
-                credentials = client.credentials(profile, client.token)
+                credentials = client.credentials(profile)
                 break
             except DaemonError as exc:
                 if exc.status != 503:

@@ -26,9 +26,9 @@ EXECUTABLE_PLACEHOLDER = "%h/.local/bin/rolebroker"
 SYSTEMCTL_TIMEOUT = 60.0
 
 SOCKET_TEMPLATE = """\
-# rolebroker: socket activation of the user daemon on its default port.
+# rolebroker: socket activation of the user daemon: its credentials port and its control socket.
 # `rolebroker service install` writes this unit to ~/.config/systemd/user/ and enables it;
-# the first connection starts rolebroker.service, which takes the socket over (LISTEN_FDS).
+# the first connection to either starts rolebroker.service, which takes both over (LISTEN_FDS).
 
 [Unit]
 Description=rolebroker AWS credential endpoint (socket)
@@ -39,6 +39,13 @@ Description=rolebroker AWS credential endpoint (socket)
 # (`systemctl --user edit rolebroker.socket`): under socket activation --port and
 # ROLEBROKER_PORT do not apply, the daemon serves whatever socket systemd passes.
 ListenStream=127.0.0.1:9911
+# The control channel the CLI uses (login, env, status, ...), private to this user: the
+# directory is the daemon's runtime directory ($XDG_RUNTIME_DIR/rolebroker), 0700 like the
+# socket's 0600. The daemon also checks each peer's uid. It must stay at this path, where
+# the CLI looks for it.
+ListenStream=%t/rolebroker/control.sock
+SocketMode=0600
+DirectoryMode=0700
 # Accept=no (the default): one daemon owns the listening socket and all the sessions.
 Accept=no
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.attacker import OtherUser, make_other_user
 from tests.harness import Broker, start_broker
+from tests.processes import Serve
 
 
 @pytest.fixture
@@ -31,3 +32,12 @@ def other_user() -> Iterator[OtherUser]:
         yield made
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture
+def started() -> Iterator[list[Serve]]:
+    """Daemons a test starts; killed if the test failed before stopping them."""
+    processes: list[Serve] = []
+    yield processes
+    for process in processes:
+        process.kill()

@@ -30,7 +30,9 @@ from broker.config import ConfigFiles
 from broker.refresh import RefreshPolicy
 from broker.server import Daemon, DaemonSettings
 from broker.sts_double import IamUser, MfaDevice, Role, StsDouble, totp
-from clients.daemon_client import DaemonClient
+from broker.runtime import CONTROL_SOCKET
+from clients.daemon_client import ControlConnection, DaemonClient
+from clients.envvars import variables_for
 
 T = TypeVar("T")
 
@@ -124,6 +126,20 @@ class Broker:
     def control(self) -> DaemonClient:
         return DaemonClient(self.daemon.settings.runtime_dir)
 
+    def control_call(self, method: str, path: str, body: Any = None,
+                     headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """A raw request on the control socket, as the CLI sends it: (status, headers, body).
+        `body` is sent as JSON, or as it is when it is bytes."""
+        connection = ControlConnection(self.daemon.settings.runtime_dir / CONTROL_SOCKET, 30)
+        payload = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        try:
+            connection.request(method, path, body=payload, headers={
+                **({"Content-Type": "application/json"} if payload is not None else {}), **(headers or {})})
+            response = connection.getresponse()
+            return response.status, dict(response.headers), response.read()
+        finally:
+            connection.close()
+
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
@@ -185,9 +201,9 @@ class Broker:
 
     def client_environment(self, profile: str) -> dict[str, str]:
         described = self.control().request("GET", f"/v1/profiles/{profile}/env")
-        environment = {k: v for k, v in os.environ.items() if k not in described["unset"]}
-        environment.update(described["set"])
-        environment["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = self.token(profile)
+        set_vars, unset = variables_for(described, self.token(profile))
+        environment = {k: v for k, v in os.environ.items() if k not in unset}
+        environment.update(set_vars)
         environment["AWS_ENDPOINT_URL_STS"] = self.sts.endpoint_url
         return environment
 
@@ -242,17 +258,19 @@ def start_broker(tmp: Path, layout: dict[str, str] | None = None, users: list[Ia
 
 
 def serve_in_thread(daemon: Daemon) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
-    """Run a daemon on its own event loop in a thread, on a real loopback socket."""
-    sock = daemon.bind()  # listening already: requests queue until the loop runs
+    """Run a daemon on its own event loop in a thread, on a real loopback socket and its
+    control socket."""
+    daemon.claim()
+    sockets = [daemon.bind(), daemon.bind_control()]  # listening already: requests queue until the loop runs
+    daemon.prepare(sockets)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
 
     def run() -> None:
         asyncio.set_event_loop(loop)
         loop.call_soon(ready.set)
-        loop.run_until_complete(daemon.serve([sock]))
+        loop.run_until_complete(daemon.serve(sockets))
 
-    daemon.write_runtime_files()  # serve() writes them too; the CLI may read them at once
     thread = threading.Thread(target=run, name="daemon", daemon=True)
     thread.start()
     ready.wait(10)

@@ -3,6 +3,8 @@ file, the profile and the fix; the other profiles keep working; the daemon keeps
 
 from __future__ import annotations
 
+import json
+
 import os
 from pathlib import Path
 
@@ -39,7 +41,8 @@ def test_a_broken_profile_is_explained_and_the_others_keep_working(tmp_path: Pat
     text, fix = BROKEN_PROFILES[case]
     broker = start_broker(tmp_path, {"credentials": GOOD + "\n" + text.format(role=DEV_ROLE), "config": ""})
     try:
-        status, _, body = broker.raw_get("bad", broker.control().token)  # the CLI's own token reads any profile
+        status, _, raw = broker.control_call("GET", "/v1/credentials/bad")  # the CLI's own channel reads any profile
+        body = json.loads(raw)
         assert (status, body["code"]) == (403, "ProfileConfigError")
         assert "'bad'" in body["message"] and broker.files.credentials_file in body["message"]
         assert fix in body["message"]

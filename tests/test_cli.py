@@ -174,15 +174,13 @@ def test_status_when_the_daemon_is_not_running(tmp_path: Path) -> None:
 
 
 def test_status_with_stale_runtime_files_is_not_running(tmp_path: Path) -> None:
-    with socket.socket() as probe:  # a port nothing listens on once closed
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     stale = tmp_path / "stale"
     stale.mkdir(mode=0o700)
-    (stale / "daemon.json").write_text(json.dumps({"pid": 1, "port": port}))
-    (stale / "control-token").write_text("rbt_stale")
-    for name in ("daemon.json", "control-token"):
-        (stale / name).chmod(0o600)  # as the daemon writes them
+    with socket.socket(socket.AF_UNIX) as dead:  # the socket file of a daemon killed with SIGKILL
+        dead.bind(str(stale / "control.sock"))
+    (stale / "control.sock").chmod(0o600)
+    (stale / "daemon.json").write_text(json.dumps({"pid": 1, "port": 9}))
+    (stale / "daemon.json").chmod(0o600)
     result = run(stale, "status")
     assert result.returncode == 3 and "not running" in result.stdout
 
@@ -190,16 +188,26 @@ def test_status_with_stale_runtime_files_is_not_running(tmp_path: Path) -> None:
 def test_runtime_files_others_could_have_written_are_not_trusted(tmp_path: Path) -> None:
     planted = tmp_path / "planted"
     planted.mkdir(mode=0o700)
-    (planted / "daemon.json").write_text(json.dumps({"pid": 1, "port": 9}))
-    (planted / "control-token").write_text("rbt_planted")
-    (planted / "daemon.json").chmod(0o666)  # writable by anyone: someone else may have put it there
-    (planted / "control-token").chmod(0o600)
-    result = run(planted, "status")
-    assert result.returncode == 3 and "not trusted" in result.stdout
-    os.symlink(planted, tmp_path / "link")
-    (planted / "daemon.json").chmod(0o600)
-    result = run(tmp_path / "link", "status")
-    assert result.returncode == 3 and "not trusted" in result.stdout
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(planted / "control.sock"))
+    listener.listen()
+    try:
+        (planted / "control.sock").chmod(0o666)  # open to anyone: someone else may have put it there
+        result = run(planted, "status")
+        assert result.returncode == 3 and "not trusted" in result.stdout
+        (planted / "control.sock").chmod(0o600)
+        planted.chmod(0o755)  # a directory others can list and traverse is no private directory
+        result = run(planted, "status")
+        assert result.returncode == 3 and "not trusted" in result.stdout
+        planted.chmod(0o700)
+        os.symlink(planted, tmp_path / "link")
+        result = run(tmp_path / "link", "status")
+        assert result.returncode == 3 and "not trusted" in result.stdout
+        listener.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected to the untrusted socket: not a byte was sent
+    finally:
+        listener.close()
 
 
 # ---- 7. login / logout / reload ---------------------------------------------------------------
@@ -294,5 +302,6 @@ def test_serve_on_a_port_in_use_fails_clearly(tmp_path: Path) -> None:
         port = holder.getsockname()[1]
         result = run(runtime, "serve", "--port", str(port), env=env)
     assert result.returncode == 1
-    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
-    assert not (runtime / "daemon.json").exists()  # the CLI must not be pointed at someone else's port
+    assert f"port {port} on 127.0.0.1 is in use by another program" in result.stderr
+    assert "rolebroker status" not in result.stderr  # whoever holds the port would answer a TCP status
+    assert not (runtime / "control.sock").exists() and not (runtime / "daemon.json").exists()

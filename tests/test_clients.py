@@ -245,7 +245,7 @@ def test_tokens_survive_a_restart_as_digests_and_no_credential_touches_disk(tmp_
         assert [r["name"] for r in records] == ["ci"]
 
         on_disk = [p for p in tmp_path.rglob("*") if p.is_file()]
-        assert tokens_file in on_disk and tmp_path / "run" / "control-token" in on_disk
+        assert tokens_file in on_disk and tmp_path / "run" / "daemon.json" in on_disk
         for path in on_disk:
             data = path.read_bytes()
             leaked = sorted(s[:8] + "..." for s in secrets if s.encode() in data)

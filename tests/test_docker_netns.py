@@ -303,7 +303,7 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
                      daemon, tmp / "run")
         # A clean SIGTERM stop, and the runtime files (the control token) leave with the daemon.
         assert daemon.stop() == 0, "".join(daemon.log.seen)
-        assert not (tmp / "run" / "control-token").exists()
+        assert not (tmp / "run" / "control.sock").exists()
     finally:
         spaces.close()
 
@@ -364,17 +364,12 @@ def test_a_token_for_another_profile_gets_403(bridge: Bridge) -> None:
 
 @needs_rolebroker
 def test_the_control_api_is_refused_on_the_link_local_listener(bridge: Bridge) -> None:
-    control_token = (bridge.runtime / "control-token").read_text()
-    # It works on loopback in the host namespace, so the refusal below is about the listener.
-    here = http_get_in(bridge.host, bridge.client_env, f"http://127.0.0.1:{PORT}/v1/status", control_token)
-    assert here["status"] == 200 and "profiles" in here["body"], here
-    answer = http_get_in(bridge.container, bridge.client_env, f"http://{LINK_LOCAL}:{PORT}/v1/status",
-                         control_token)
-    assert (answer["status"], answer["body"]["code"]) == (403, "LoopbackOnly"), answer
-    # Minting tokens from a container would defeat the per-profile scoping entirely.
-    answer = http_get_in(bridge.container, bridge.client_env, f"http://{LINK_LOCAL}:{PORT}/v1/tokens",
-                         control_token)
-    assert (answer["status"], answer["body"]["code"]) == (403, "LoopbackOnly"), answer
+    # The CLI reaches the control API on the Unix socket (this works), and TCP serves credentials only.
+    assert rolebroker(bridge.host, bridge.env, "status").returncode == 0
+    for namespace, address in ((bridge.host, "127.0.0.1"), (bridge.container, LINK_LOCAL)):
+        for path in ("/v1/status", "/v1/tokens", "/openapi.json"):
+            answer = http_get_in(namespace, bridge.client_env, f"http://{address}:{PORT}{path}")
+            assert (answer["status"], answer["body"]["code"]) == (403, "ControlChannelOnly"), answer
 
 
 @needs_rolebroker

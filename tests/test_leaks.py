@@ -23,7 +23,8 @@ from collections.abc import Iterator
 import pytest
 
 from broker.main import configure_logging
-from broker.runtime import CONTROL_TOKEN_FILE
+from broker.runtime import CONTROL_SOCKET
+from clients.daemon_client import ControlConnection
 from tests.harness import ALICE_SECRET, DEV_ROLE, PROD_ROLE, Broker, start_broker
 
 
@@ -36,6 +37,10 @@ class Answer:
     body: str
 
 
+# Sent on the control socket, as the CLI does, rather than with a token over TCP.
+CONTROL = "<control channel>"
+
+
 class Recorder:
     """Talks to the daemon over HTTP and keeps every answer."""
 
@@ -45,8 +50,12 @@ class Recorder:
 
     def __call__(self, label: str, method: str, path: str, token: str | None = None,
                  body: Any = None) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.broker.port, timeout=15)
-        headers = {} if token is None else {"Authorization": token}
+        connection: http.client.HTTPConnection
+        if token == CONTROL:
+            connection = ControlConnection(self.broker.daemon.settings.runtime_dir / CONTROL_SOCKET, 15)
+        else:
+            connection = http.client.HTTPConnection("127.0.0.1", self.broker.port, timeout=15)
+        headers = {} if token in (None, CONTROL) else {"Authorization": token}
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
@@ -89,12 +98,12 @@ def test_a_full_session_leaks_no_secret(tmp_path: Path, daemon_logging: None, ca
     caplog.set_level(logging.DEBUG)  # every logger, the STS double's included
     broker = start_broker(tmp_path)
     call = Recorder(broker)
-    control = broker.control().token
+    control = CONTROL
     codes: list[str] = []
     minted: dict[str, str] = {}  # label of the answer that carried it -> token
     files_while_running: dict[str, bytes] = {}
     try:
-        call("health", "GET", "/v1/health")
+        call("health", "GET", "/v1/health", control)
         call("status before login", "GET", "/v1/status", control)
         call("login before any code", "POST", "/v1/login", control, {"profile": "dev"})
         wrong = broker.next_code()
@@ -121,13 +130,13 @@ def test_a_full_session_leaks_no_secret(tmp_path: Path, daemon_logging: None, ca
 
         assert call("credentials dev", "GET", "/v1/credentials/dev", dev_token)[0] == 200
         assert call("credentials prod", "GET", "/v1/credentials/prod", prod_token)[0] == 200
-        assert call("credentials dev via the control token", "GET", "/v1/credentials/dev", control)[0] == 200
+        assert call("credentials dev via the control channel", "GET", "/v1/credentials/dev", control)[0] == 200
         assert call("cross-profile", "GET", "/v1/credentials/prod", dev_token)[0] == 403
         assert call("missing token", "GET", "/v1/credentials/dev")[0] == 401
         for n, bad in enumerate([dev_token[:-1], dev_token + "x", "Bearer " + dev_token, dev_token.upper(),
-                                 control[:-1], "rbt_" + "A" * 43]):
+                                 "rbt_" + "A" * 43]):
             assert call(f"bad token {n}", "GET", "/v1/credentials/dev", bad)[0] == 401
-        assert call("control API with a client token", "GET", "/v1/status", dev_token)[0] == 401
+        assert call("control API with a client token", "GET", "/v1/status", dev_token)[0] == 403
         call("env", "GET", "/v1/profiles/dev/env", control)
         call("env docker", "GET", "/v1/profiles/prod/env?target=docker", control)
         call("token list", "GET", "/v1/tokens", control)
@@ -167,7 +176,7 @@ def test_a_full_session_leaks_no_secret(tmp_path: Path, daemon_logging: None, ca
     roles = {arn: [c for c in issued if c.role_arn == arn] for arn in (DEV_ROLE, PROD_ROLE)}
     assert len(sessions) == 1 and len(roles[DEV_ROLE]) >= 2 and len(roles[PROD_ROLE]) >= 2  # a refresh happened
     aws_secrets = {ALICE_SECRET} | {c.secret_access_key for c in issued} | {c.session_token for c in issued}
-    tokens = set(minted.values()) | {control}
+    tokens = set(minted.values())
     everything = aws_secrets | tokens | set(codes)
     assert len(everything) >= 14
 
@@ -182,16 +191,10 @@ def test_a_full_session_leaks_no_secret(tmp_path: Path, daemon_logging: None, ca
         assert not _occurs(secret, console), f"a secret is on stdout/stderr ({_kind(secret, aws_secrets, tokens)})"
 
     # ---- files the daemon wrote ---------------------------------------------------------------
-    runtime = broker.daemon.settings.runtime_dir
-    control_file = str(runtime / CONTROL_TOKEN_FILE)
-    assert control_file in files_while_running
     assert str(broker.daemon.settings.state_dir / "tokens.json") in files_after_stop
     for snapshot in (files_while_running, files_after_stop):
         for path, content in snapshot.items():
             text = content.decode("utf-8", "replace")
-            if path == control_file:
-                assert content == control.encode()  # the one file meant for a token, and only that one
-                continue
             for secret in everything:
                 assert not _occurs(secret, text), f"{path} holds a secret ({_kind(secret, aws_secrets, tokens)})"
     stored = json.loads(files_after_stop[str(broker.daemon.settings.state_dir / "tokens.json")])

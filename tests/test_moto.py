@@ -4,6 +4,9 @@ covers the rules."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
+
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -45,7 +48,10 @@ def test_login_and_role_credentials_through_moto(tmp_path: Path, moto_sts: str) 
         result = control.request("POST", "/v1/login", {"profile": "dev", "code": "123456"})
         assert result["warm_error"] is None and "dev" in result["profiles"]
         token = control.request("POST", "/v1/tokens", {"profiles": ["dev"]})["token"]
-        body = control.credentials("dev", token)
+        request = urllib.request.Request(f"http://127.0.0.1:{daemon.port}/v1/credentials/dev",
+                                         headers={"Authorization": token})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = json.loads(response.read())
         sts = boto3.client("sts", endpoint_url=moto_sts, region_name="us-east-1",
                            aws_access_key_id=body["AccessKeyId"], aws_secret_access_key=body["SecretAccessKey"],
                            aws_session_token=body["Token"])

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 
 from broker.guard import MAX_BODY, MAX_HEADER_VALUE, FailureThrottle
-from broker.runtime import CONTROL_TOKEN_FILE, DAEMON_FILE
+from broker.runtime import CONTROL_SOCKET, DAEMON_FILE
 from broker.tokens import TOKEN_PREFIX, new_token
 from clients.cli import write_token_file
+from clients.daemon_client import ControlConnection
 from tests.harness import ALICE_SECRET, Broker, start_broker
 
 CREDENTIAL_FIELDS = ("AccessKeyId", "SecretAccessKey", "Token")
@@ -48,11 +49,17 @@ class Reply:
 
 
 def send(broker: Broker, method: str, path: str, headers: dict[str, str] | None = None,
-         body: bytes | None = None, host: object = _DEFAULT, source: str | None = None) -> Reply:
+         body: bytes | None = None, host: object = _DEFAULT, source: str | None = None,
+         control: bool = False) -> Reply:
     """One request on a fresh connection; Host defaults to what `rolebroker env` prints,
-    `host=None` sends none at all. `source` picks the client's loopback address."""
-    connection = http.client.HTTPConnection("127.0.0.1", broker.port, timeout=15,
-                                            source_address=(source, 0) if source else None)
+    `host=None` sends none at all. `source` picks the client's loopback address; `control`
+    sends it on the control socket, as the CLI does, instead of TCP."""
+    connection: http.client.HTTPConnection
+    if control:
+        connection = ControlConnection(broker.daemon.settings.runtime_dir / CONTROL_SOCKET, 15)
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", broker.port, timeout=15,
+                                                source_address=(source, 0) if source else None)
     started = time.monotonic()
     try:
         connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
@@ -109,14 +116,14 @@ REBINDING_HOSTS = [
 
 def test_a_rebinding_host_is_refused_and_nothing_leaks(logged_in: Broker) -> None:
     broker = logged_in
-    token, control_token = broker.token("dev"), broker.control().token
+    token = broker.token("dev")
     for host in REBINDING_HOSTS:
         value = None if host is None else host.format(port=broker.port, other=broker.port + 1)
         reply = send(broker, "GET", "/v1/credentials/dev", {"Authorization": token}, host=value)
         assert_error(reply, 403, "BadHost")
         assert_no_credentials(broker, reply)
-        # The control API sits behind the same check.
-        control = send(broker, "GET", "/v1/status", {"Authorization": control_token}, host=value)
+        # The control API's paths on TCP meet the same check first.
+        control = send(broker, "GET", "/v1/status", {}, host=value)
         assert_error(control, 403, "BadHost")
         assert "config_files" not in control.body.decode()
 
@@ -149,7 +156,7 @@ def test_browser_requests_are_refused_even_with_a_valid_token(logged_in: Broker)
         reply = send(broker, "GET", "/v1/credentials/dev", {"Authorization": broker.token("dev"), **sent})
         assert_error(reply, 403, "BrowserRequest")
         assert_no_credentials(broker, reply)
-        control = send(broker, "GET", "/v1/status", {"Authorization": broker.control().token, **sent})
+        control = send(broker, "GET", "/v1/status", sent, control=True)
         assert_error(control, 403, "BrowserRequest")
 
 
@@ -161,7 +168,7 @@ def test_sec_fetch_site_none_is_a_user_action_and_allowed(logged_in: Broker) -> 
 
 def test_no_response_ever_grants_cors(logged_in: Broker) -> None:
     broker = logged_in
-    token, control = broker.token("dev"), broker.control().token
+    token = broker.token("dev")
     origin = {"Origin": "https://evil.example"}
     preflight = {**origin, "Access-Control-Request-Method": "GET",
                  "Access-Control-Request-Headers": "authorization"}
@@ -169,7 +176,7 @@ def test_no_response_ever_grants_cors(logged_in: Broker) -> None:
         send(broker, "GET", "/v1/credentials/dev", {"Authorization": token}),
         send(broker, "GET", "/v1/credentials/dev", {"Authorization": "nope"}),
         send(broker, "GET", "/v1/credentials/dev", {"Authorization": token, **origin}),
-        send(broker, "GET", "/v1/status", {"Authorization": control}),
+        send(broker, "GET", "/v1/status", {}, control=True),
         send(broker, "GET", "/v1/health", origin),
         send(broker, "GET", "/v1/no/such/route", {}),
         send(broker, "OPTIONS", "/v1/credentials/dev", preflight),
@@ -274,29 +281,29 @@ def test_a_profile_name_cannot_forge_log_lines(broker: Broker, caplog: pytest.Lo
         assert "\n" not in record.getMessage() and "\r" not in record.getMessage()
 
 
-def test_the_control_api_requires_the_control_token(logged_in: Broker) -> None:
+def test_the_control_api_answers_on_the_control_socket_only(logged_in: Broker) -> None:
     broker = logged_in
     client_token = broker.token("dev")
     calls = [("GET", "/v1/status", None), ("GET", "/v1/tokens", None), ("POST", "/v1/reload", b"{}"),
              ("POST", "/v1/tokens", b'{"profiles": []}'), ("POST", "/v1/logout", b"{}"),
              ("GET", "/v1/profiles/dev/env", None), ("DELETE", "/v1/tokens/x", None),
-             ("POST", "/v1/login", b'{"profile": "dev", "code": "123456"}')]
+             ("POST", "/v1/login", b'{"profile": "dev", "code": "123456"}'), ("GET", "/v1/health", None),
+             ("GET", "/openapi.json", None), ("GET", "/docs", None), ("GET", "/", None)]
     requests = [(method, path, {**({"Content-Type": "application/json"} if body else {}), **presented}, body)
                 for method, path, body in calls
                 for presented in ({}, {"Authorization": client_token}, {"Authorization": "Bearer x"})]
-    # Concurrently: each refusal is held by the failure throttle, and their holds overlap.
-    with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda r: send(broker, r[0], r[1], r[2], body=r[3]), requests))
     for reply in replies:
-        assert_error(reply, 401, "InvalidControlToken")
+        body = assert_error(reply, 403, "ControlChannelOnly")
+        assert "Unix socket" in body["message"]
         assert client_token not in reply.body.decode()
     # Nothing above reached the sessions: dev is still logged in and served.
     assert send(broker, "GET", "/v1/credentials/dev", {"Authorization": client_token}).status == 200
-    status = send(broker, "GET", "/v1/status", {"Authorization": broker.control().token})
+    status = send(broker, "GET", "/v1/status", control=True)
     assert status.status == 200 and "profiles" in status.json()
-    # The one open route tells nothing about the user.
-    health = send(broker, "GET", "/v1/health")
-    assert health.status == 200 and set(health.json()) == {"status", "version"}
+    schema = send(broker, "GET", "/openapi.json", control=True)
+    assert schema.status == 200 and "/v1/login" in schema.json()["paths"]
 
 
 # ---- oversized and malformed input ---------------------------------------------------------
@@ -315,24 +322,26 @@ def test_a_header_value_over_4096_bytes_is_431(logged_in: Broker) -> None:
 
 
 def test_a_control_body_over_64_kib_is_413(broker: Broker) -> None:
-    control = broker.control().token
-    headers = {"Authorization": control, "Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json"}
     # Exactly at the limit still reaches the API (an unknown profile there: 403, not 413).
     padding = MAX_BODY - len(json.dumps({"profile": "nosuch", "pad": ""}))
     at_limit = json.dumps({"profile": "nosuch", "pad": "x" * padding}).encode()
     assert len(at_limit) == MAX_BODY
-    assert_error(send(broker, "POST", "/v1/login", headers, body=at_limit), 403, "UnknownProfile")
+    assert_error(send(broker, "POST", "/v1/login", headers, body=at_limit, control=True), 403, "UnknownProfile")
     over = json.dumps({"profile": "nosuch", "pad": "x" * (padding + 1)}).encode()
     assert len(over) == MAX_BODY + 1
     for path in ("/v1/login", "/v1/tokens", "/v1/logout", "/v1/reload"):
-        assert_error(send(broker, "POST", path, headers, body=over), 413, "BodyTooLarge")
+        assert_error(send(broker, "POST", path, headers, body=over, control=True), 413, "BodyTooLarge")
     # A declared length is refused before a byte of the body is read.
-    assert_error(send(broker, "POST", "/v1/login", {**headers, "Content-Length": str(10**9)}), 413, "BodyTooLarge")
+    assert_error(send(broker, "POST", "/v1/login", {**headers, "Content-Length": str(10**9)}, control=True),
+                 413, "BodyTooLarge")
 
 
-def _chunked(broker: Broker, path: str, body: bytes, token: str) -> tuple[int, dict[str, Any]]:
-    with socket.create_connection(("127.0.0.1", broker.port), timeout=15) as sock:
-        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{broker.port}\r\nAuthorization: {token}\r\n"
+def _chunked(broker: Broker, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(15)
+        sock.connect(str(broker.daemon.settings.runtime_dir / CONTROL_SOCKET))
+        head = (f"POST {path} HTTP/1.1\r\nHost: rolebroker\r\n"
                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
         chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 8192]), body[i:i + 8192])
                           for i in range(0, len(body), 8192))
@@ -343,27 +352,25 @@ def _chunked(broker: Broker, path: str, body: bytes, token: str) -> tuple[int, d
 
 
 def test_a_small_chunked_body_is_read(broker: Broker) -> None:
-    status, body = _chunked(broker, "/v1/tokens", b'{"profiles": ["dev"], "name": "chunked"}',
-                            broker.control().token)
+    status, body = _chunked(broker, "/v1/tokens", b'{"profiles": ["dev"], "name": "chunked"}')
     assert status == 200 and body["name"] == "chunked"
 
 
 def test_a_chunked_body_over_64_kib_is_413(broker: Broker) -> None:
     body = json.dumps({"profiles": ["dev"], "pad": "x" * (MAX_BODY + 1)}).encode()
-    status, answer = _chunked(broker, "/v1/tokens", body, broker.control().token)
+    status, answer = _chunked(broker, "/v1/tokens", body)
     assert (status, answer.get("code")) == (413, "BodyTooLarge")
 
 
 def test_profile_names_are_bounded(broker: Broker) -> None:
-    control = broker.control().token
     for name in ("a" * 200, "a" * 129):
-        assert_error(send(broker, "GET", f"/v1/credentials/{name}", {"Authorization": control}), 400, "BadProfileName")
+        assert_error(send(broker, "GET", f"/v1/credentials/{name}", control=True), 400, "BadProfileName")
     # 128 is the limit: such a name is looked up (and unknown).
-    assert_error(send(broker, "GET", f"/v1/credentials/{'a' * 128}", {"Authorization": control}), 403, "UnknownProfile")
-    login = send(broker, "POST", "/v1/login", {"Authorization": control, "Content-Type": "application/json"},
-                 body=json.dumps({"profile": "a" * 200, "code": "123456"}).encode())
+    assert_error(send(broker, "GET", f"/v1/credentials/{'a' * 128}", control=True), 403, "UnknownProfile")
+    login = send(broker, "POST", "/v1/login", {"Content-Type": "application/json"},
+                 body=json.dumps({"profile": "a" * 200, "code": "123456"}).encode(), control=True)
     assert_error(login, 400, "BadRequest")
-    assert_error(send(broker, "GET", "/v1/credentials/", {"Authorization": control}), 400, "BadProfileName")
+    assert_error(send(broker, "GET", "/v1/credentials/", control=True), 400, "BadProfileName")
 
 
 TRAVERSALS = [
@@ -386,8 +393,8 @@ TRAVERSALS = [
 def test_path_traversal_never_answers_200_nor_a_file(logged_in: Broker) -> None:
     broker = logged_in
     for path in TRAVERSALS:
-        for token in (broker.token("dev"), broker.control().token):
-            reply = send(broker, "GET", path, {"Authorization": token})
+        for token, control in ((broker.token("dev"), False), (None, True)):
+            reply = send(broker, "GET", path, {"Authorization": token} if token else {}, control=control)
             assert 400 <= reply.status < 500, (path, reply.status, reply.body)
             text = reply.body.decode("latin-1")
             assert "root:" not in text and "/bin/" not in text
@@ -449,7 +456,7 @@ def test_repeated_failures_are_slowed_but_valid_clients_are_not(logged_in: Broke
     valid = send(broker, "GET", "/v1/credentials/dev", {"Authorization": token})
     assert valid.status == 200
     assert valid.seconds < 1.0
-    control = send(broker, "GET", "/v1/status", {"Authorization": broker.control().token})
+    control = send(broker, "GET", "/v1/status", control=True)
     assert control.status == 200 and control.seconds < 1.0
 
 
@@ -485,10 +492,8 @@ def test_tokens_carry_at_least_128_random_bits() -> None:
     assert abs(ones / (len(raw) * 8) - 0.5) < 0.01  # unbiased bits
 
 
-def test_minted_and_control_tokens_have_the_same_strength(broker: Broker) -> None:
+def test_minted_tokens_have_the_full_strength(broker: Broker) -> None:
     _assert_token_shape(broker.token("dev"))
-    _assert_token_shape(broker.control().token)
-    assert broker.token("dev") != broker.control().token
 
 
 def _mode(path: Path) -> int:
@@ -499,9 +504,8 @@ def test_runtime_and_state_files_are_private(broker: Broker) -> None:
     broker.token("dev")  # makes the daemon write its token digests
     runtime, state = broker.daemon.settings.runtime_dir, broker.daemon.settings.state_dir
     assert _mode(runtime) == 0o700 and _mode(state) == 0o700
-    control_file = runtime / CONTROL_TOKEN_FILE
-    assert control_file.read_text() == broker.control().token  # exact: no trailing newline
-    for path in (control_file, runtime / DAEMON_FILE, state / "tokens.json"):
+    assert stat.S_ISSOCK((runtime / CONTROL_SOCKET).lstat().st_mode)
+    for path in (runtime / CONTROL_SOCKET, runtime / DAEMON_FILE, runtime / "daemon.lock", state / "tokens.json"):
         assert _mode(path) == 0o600, path
         assert path.stat().st_uid == os.getuid()
     leftovers = [p.name for d in (runtime, state) for p in d.iterdir() if p.name.startswith(".")]
@@ -518,7 +522,7 @@ def test_a_loose_runtime_directory_is_tightened(tmp_path: Path) -> None:
         running.control().request("GET", "/v1/health")  # serving (stop() needs a started server)
         assert _mode(tmp_path / "run") == 0o700
         assert _mode(tmp_path / "state") == 0o700
-        assert _mode(tmp_path / "run" / CONTROL_TOKEN_FILE) == 0o600
+        assert _mode(tmp_path / "run" / CONTROL_SOCKET) == 0o600
     finally:
         running.stop()
 

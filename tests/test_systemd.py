@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
-from tests.harness import Lines
+from tests.processes import (
+    ROLEBROKER, STARTUP_TIMEOUT, STOP_TIMEOUT, Serve, daemon_env, free_port, needs_rolebroker, rolebroker,
+)
 
 import pytest
 
@@ -32,15 +34,6 @@ from clients import service
 from clients.cli import DEFAULT_PORT
 
 REPO = Path(__file__).resolve().parent.parent
-# The console script of the environment running the tests: what `pip install` puts on PATH.
-ROLEBROKER = Path(sys.executable).parent / "rolebroker"
-STARTUP_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
-
-needs_rolebroker = pytest.mark.skipif(not ROLEBROKER.exists(),
-                                      reason=f"no rolebroker console script at {ROLEBROKER}: pip install -e .")
-
-
 def tool(name: str) -> str | None:
     for directory in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin", "/bin", "/usr/local/bin"]:
         candidate = Path(directory) / name
@@ -54,23 +47,6 @@ SOCKET_ACTIVATE = tool("systemd-socket-activate")
 
 
 # ---- helpers ------------------------------------------------------------------------------
-
-def daemon_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """An environment isolated from the user's: private runtime/state dirs, empty AWS files,
-    and nothing systemd-ish inherited from whatever runs the tests."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "ROLEBROKER_", "LISTEN_")) and k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
-    env.update(ROLEBROKER_RUNTIME_DIR=str(tmp / "run"), ROLEBROKER_STATE_DIR=str(tmp / "state"),
-               AWS_CONFIG_FILE=str(tmp / "aws-config"), AWS_SHARED_CREDENTIALS_FILE=str(tmp / "aws-credentials"))
-    env.update(extra)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 class NotifySocket:
     """What systemd listens on for a Type=notify service: a real AF_UNIX datagram socket."""
@@ -102,47 +78,11 @@ class NotifySocket:
         os.rmdir(self._dir)
 
 
-class Serve:
-    """`rolebroker serve` as a real child process, with its stderr readable line by line."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        assert self.proc.stderr is not None
-        self.log = Lines(self.proc.stderr)
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float = STOP_TIMEOUT) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=STOP_TIMEOUT)
-        self.log.join(STOP_TIMEOUT)  # EOF once the process (and any child holding stderr) is gone
-
-
 @pytest.fixture
 def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
     listener = NotifySocket(tmp_path)
     yield listener
     listener.close()
-
-
-@pytest.fixture
-def started() -> Iterator[list[Serve]]:
-    """Daemons a test starts; killed if the test failed before stopping them."""
-    processes: list[Serve] = []
-    yield processes
-    for process in processes:
-        process.kill()
-
-
-def rolebroker(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ROLEBROKER), *args], env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
 
 
 def http_get(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -156,7 +96,7 @@ def http_get(port: int, path: str, token: str | None = None) -> tuple[int, dict[
 
 
 def runtime_files(tmp: Path) -> list[str]:
-    return sorted(p.name for p in (tmp / "run").glob("*") if p.name in ("daemon.json", "control-token"))
+    return sorted(p.name for p in (tmp / "run").glob("*") if p.name != "demo")
 
 
 # ---- the unit files -----------------------------------------------------------------------
@@ -335,7 +275,7 @@ def test_socket_activation_serves_credentials(tmp_path: Path, started: list[Serv
 
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
-    assert runtime_files(tmp_path) == []
+    assert runtime_files(tmp_path) == ["daemon.lock"]
 
 
 @needs_rolebroker
@@ -362,14 +302,15 @@ def test_sigterm_stops_promptly_and_removes_the_runtime_files(tmp_path: Path, no
     daemon = Serve([str(ROLEBROKER), "serve", "--demo", "--port", "0"], env)
     started.append(daemon)
     notify_socket.wait_for("READY=1")
-    assert runtime_files(tmp_path) == ["control-token", "daemon.json"]
+    assert runtime_files(tmp_path) == ["control.sock", "daemon.json", "daemon.lock"]
     assert rolebroker(env, "login", "dev", "--code", "123456").returncode == 0  # a session to wipe
 
     sent = time.monotonic()
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(timeout=STOP_TIMEOUT) == 0  # a clean stop: Restart=on-failure leaves it be
     assert time.monotonic() - sent < 10  # well inside TimeoutStopSec=15
-    assert runtime_files(tmp_path) == []
+    assert runtime_files(tmp_path) == ["daemon.lock"]  # unlocked and empty: the next daemon's to take
+    assert (tmp_path / "run" / "daemon.lock").read_text() == str(daemon.proc.pid)
     daemon.log.wait_for("sessions wiped from memory", timeout=STOP_TIMEOUT)
     assert rolebroker(env, "status").returncode == 3  # the CLI sees it stopped, not a stale file
 
