@@ -123,41 +123,47 @@ class Daemon:
         a hung file system must not stop the daemon from serving tokens and status."""
         try:
             self._mtimes, loaded = self._config_reader.run_sync(self._read_config, self.config_read_timeout)
-        except (CallTimedOut, StillRunning):
-            loaded = ConfigFileError(self._read_stuck_message())
+        except (CallTimedOut, StillRunning) as exc:
+            loaded = self._stuck(exc)
         if isinstance(loaded, ConfigFileError):
             self.config_error = str(loaded)
             log.error("%s; serving no profiles until it is fixed", loaded)
             return BrokerConfig(files=self.settings.files, plans={})
         return loaded
 
-    def _read_stuck_message(self) -> str:
-        return (f"reading {self.settings.files.describe()} took longer than {self.config_read_timeout:g} s "
-                "(a file on a hung network or FUSE file system?): fix or move the file, then run "
-                "`rolebroker reload`")
+    def _stuck(self, exc: CallTimedOut | StillRunning) -> ConfigFileError:
+        files = self.settings.files.describe()
+        if isinstance(exc, StillRunning):
+            what = f"an earlier read of {files} has not returned for {exc.seconds:.0f} s"
+        else:
+            what = f"reading {files} took longer than {self.config_read_timeout:g} s"
+        return ConfigFileError(f"{what} (a file on a hung network or FUSE file system?): fix or move the file, "
+                               "then run `rolebroker reload`")
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config off the loop; a broken or unreadable file keeps the last good one.
         The watcher, SIGHUP and `rolebroker reload` take turns: never two reads at once."""
         async with self._reload_lock:
-            try:
-                self._mtimes, loaded = await self._config_reader.run(self._read_config,
-                                                                     self.config_read_timeout)
-            except (CallTimedOut, StillRunning):
-                loaded = ConfigFileError(self._read_stuck_message())
-            if isinstance(loaded, ConfigFileError):
-                self.config_error = f"{loaded} (still serving the last good config)"
-                log.error("config reload failed, keeping the last good config: %s", loaded)
-                return {"ok": False, "error": str(loaded), "changed": []}
-            # Applied here, on the loop: the sessions are the loop's alone.
-            self.config_error = None
-            if isinstance(self.sessions.sts, BotocoreSts):
-                self.sessions.sts.reset()  # its botocore sessions hold the old files' contents
-            changed = self.sessions.apply_config(loaded)
-            log.info("config reloaded: %d profiles, changed: %s", len(loaded.plans), ", ".join(changed) or "none")
-            for name, problem in loaded.errors.items():
-                log.warning("profile %s is not served: %s", name, problem)
-            return {"ok": True, "error": None, "changed": changed}
+            return await self._reload_locked()
+
+    async def _reload_locked(self) -> dict[str, Any]:
+        try:
+            self._mtimes, loaded = await self._config_reader.run(self._read_config, self.config_read_timeout)
+        except (CallTimedOut, StillRunning) as exc:
+            loaded = self._stuck(exc)
+        if isinstance(loaded, ConfigFileError):
+            self.config_error = f"{loaded} (still serving the last good config)"
+            log.error("config reload failed, keeping the last good config: %s", loaded)
+            return {"ok": False, "error": str(loaded), "changed": []}
+        # Applied here, on the loop: the sessions are the loop's alone.
+        self.config_error = None
+        if isinstance(self.sessions.sts, BotocoreSts):
+            self.sessions.sts.reset()  # its botocore sessions hold the old files' contents
+        changed = self.sessions.apply_config(loaded)
+        log.info("config reloaded: %d profiles, changed: %s", len(loaded.plans), ", ".join(changed) or "none")
+        for name, problem in loaded.errors.items():
+            log.warning("profile %s is not served: %s", name, problem)
+        return {"ok": True, "error": None, "changed": changed}
 
     def _config_stamps(self) -> FileStamps:
         """What tells an edited or replaced file: modification time, size and inode."""
@@ -177,19 +183,23 @@ class Daemon:
         there is nothing new to say, and the watcher just looks again next time."""
         if self._reload_lock.locked():
             return None  # a reload is running: it reads the files as they are now
-        try:
-            stamps = await self._config_reader.run(self._config_stamps, self.config_read_timeout)
-        except (CallTimedOut, StillRunning):
-            return None
-        if stamps == self._mtimes:
-            return None
-        return await self.reload()
+        async with self._reload_lock:
+            try:
+                stamps = await self._config_reader.run(self._config_stamps, self.config_read_timeout)
+            except (CallTimedOut, StillRunning):
+                return None
+            if stamps == self._mtimes:
+                return None
+            return await self._reload_locked()
 
     async def watch_config(self, interval: float = 2.0) -> None:
         # File watching is about the real files, so it runs on real time, not the injected clock.
         while True:
             await asyncio.sleep(interval)
-            await self.reload_if_changed()
+            try:
+                await self.reload_if_changed()
+            except Exception:  # a bug in one reload must not end the watching for good
+                log.exception("config watcher: reload failed")
 
     def _reload_soon(self) -> None:
         """SIGHUP: a reload task, kept referenced until it is done (the loop holds tasks weakly)."""
