@@ -131,6 +131,9 @@ class TokenStore:
             try:
                 self._save(self._by_digest)  # a clean file again, with the records that were read
             except TokensNotSaved as exc:
+                # Served from memory all the same (the next save writes them); on disk, the copy set
+                # aside holds them.
+                self.problem += f"; the readable tokens are not saved yet ({exc})"
                 log.error("%s", exc)
 
     def _save(self, records: dict[str, TokenRecord]) -> None:

@@ -26,6 +26,7 @@ from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
 from clients.cli import render_status
 from clients.daemon_client import DaemonClient, DaemonError
 from tests.harness import Broker, start_broker
+from tests.test_cli import rb
 
 READER_THREAD = "rolebroker-config-reader"
 
@@ -110,6 +111,9 @@ def test_on_a_full_disk_revoke_and_create_fail_clearly_and_change_nothing(
             assert token_names(broker) == {"kept"}
             assert timed_credentials(broker, "dev", kept, 10)[0] == 200  # the revoke did not happen
 
+        cli = rb(broker, "token", "revoke", "kept")  # what the user sees
+        assert cli.returncode == 1 and "free some space" in cli.stderr and "Revoked" not in cli.stdout
+
         failed = refusal(lambda: control.request("POST", "/v1/tokens", {"profiles": ["dev"], "name": "new"}))
         assert (failed.status, failed.code) == (503, "StateNotSaved")
         assert "free some space" in failed.message
@@ -155,7 +159,8 @@ def test_a_corrupt_token_file_is_moved_aside_and_named(tmp_path: Path, caplog: p
         assert stat.S_IMODE(asides[0].stat().st_mode) == 0o600
         status = broker.control().request("GET", "/v1/status")
         assert str(asides[0]) in status["tokens_error"] and "create new tokens" in status["tokens_error"]
-        assert f"tokens: {status['tokens_error']}" in render_status(status)  # what `rolebroker status` prints
+        assert f"tokens: {status['tokens_error']}" in render_status(status)
+        assert str(asides[0]) in rb(broker, "status").stdout  # what the user sees
         assert str(asides[0]) in caplog.text
         fresh = broker.control().request("POST", "/v1/tokens", {"profiles": ["dev"], "name": "fresh"})["token"]
         assert token_names(broker) == {"fresh"}
