@@ -8,7 +8,7 @@ The credentials endpoint itself lives in `endpoint.py`.
 from __future__ import annotations
 
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +22,7 @@ from broker.errors import BrokerError
 from broker.leases import TokenLeases, holder_of
 from broker.names import PROFILE_NAME_CHARS
 from broker.sessions import SessionManager
-from broker.tokens import TokenStore
+from broker.tokens import TokensNotSaved, TokenStore
 
 PROFILE_NAME = f"^{PROFILE_NAME_CHARS}$"  # pydantic's regex engine: $ is the end of the text
 
@@ -46,7 +46,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ApiError, "description": "a malformed request"},
     401: {"model": ApiError, "description": "not on the control channel"},
     403: {"model": ApiError, "description": "what the user must fix: login, profile, STS refusal"},
-    503: {"model": ApiError, "description": "STS unavailable: retry"},
+    503: {"model": ApiError, "description": "STS unavailable, or the state directory cannot be written: retry"},
 }
 
 
@@ -61,6 +61,8 @@ class LogoutRequest(BaseModel):
 
 class TokenRequest(BaseModel):
     profiles: list[str] = Field(default_factory=list, max_length=64)
+    # A token for every profile is asked for by name, never the result of an empty list.
+    all_profiles: bool = False
     name: str | None = Field(default=None, max_length=64)
     ttl_seconds: float | None = Field(default=None, gt=0, le=366 * 86400)
     # Revoke the token once the calling process has ended (`rolebroker exec`).
@@ -94,7 +96,7 @@ def _document_errors_not_422(app: FastAPI) -> None:
 
 def build_control_api(sessions: SessionManager, tokens: TokenStore,
                       describe_env: Callable[[str, str], dict[str, Any]],
-                      reload: Callable[[], dict[str, Any]],
+                      reload: Callable[[], Awaitable[dict[str, Any]]],
                       config_problem: Callable[[], str | None] = lambda: None,
                       leases: TokenLeases | None = None) -> FastAPI:
     app = FastAPI(title="rolebroker", version=__version__, docs_url=None, redoc_url=None,
@@ -113,6 +115,11 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
     @app.exception_handler(ControlError)
     async def control_error(_: Request, exc: ControlError) -> JSONResponse:
         return _json_error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(TokensNotSaved)
+    async def tokens_not_saved(_: Request, exc: TokensNotSaved) -> JSONResponse:
+        # 503: nothing changed, and the same call works once the state directory is writable.
+        return _json_error(503, "StateNotSaved", str(exc))
 
     @app.exception_handler(BrokerError)
     async def broker_error(_: Request, exc: BrokerError) -> JSONResponse:
@@ -141,6 +148,7 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
             "now": sessions.clock.now(),
             "config_error": config_problem(),
             "config_files": [sessions.config.files.config_file, sessions.config.files.credentials_file],
+            "tokens_error": tokens.problem,
             "profiles": [row.__dict__ for row in sessions.status()],
         }
 
@@ -159,6 +167,10 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
 
     @app.post("/v1/tokens", dependencies=control)
     async def create_token(request: TokenRequest, http: Request) -> dict[str, Any]:
+        if bool(request.profiles) == request.all_profiles:
+            raise ControlError(400, "BadTokenRequest",
+                               "name the profiles the token may read (\"profiles\": [\"dev\"]), or ask for "
+                               "every profile with \"all_profiles\": true (the CLI's --all-profiles), not both")
         for profile in request.profiles:
             sessions.plan(profile)
         profiles = tuple(sorted(set(request.profiles)))
@@ -194,7 +206,7 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
 
     @app.post("/v1/reload", dependencies=control)
     async def reload_config() -> dict[str, Any]:
-        return reload()
+        return await reload()
 
     return app
 

@@ -17,6 +17,7 @@ import botocore.configloader
 import botocore.exceptions
 import botocore.session
 
+from broker.configfiles import ConfigFileError, checked_paths
 from broker.models import StaticKeys
 
 # GetSessionToken accepts 900..129600 s; 12 h is STS's own default.
@@ -159,10 +160,6 @@ class BrokerConfig:
         return sorted({*self.plans, *self.errors})
 
 
-class ConfigFileError(Exception):
-    """A whole file could not be read or parsed."""
-
-
 def new_botocore_session(files: ConfigFiles, profile: str | None = None) -> botocore.session.Session:
     session = botocore.session.Session(profile=profile)
     session.set_config_variable("config_file", files.config_file)
@@ -172,17 +169,19 @@ def new_botocore_session(files: ConfigFiles, profile: str | None = None) -> boto
 
 def load_config(files: ConfigFiles) -> BrokerConfig:
     """Parse both files. Raises ConfigFileError when a file itself is broken."""
-    for path in (files.config_file, files.credentials_file):
-        _check_readable(path)
-    try:
-        raw = new_botocore_session(files).full_config
-    except botocore.exceptions.ConfigParseError as exc:
-        raise ConfigFileError(
-            f"cannot parse {exc.kwargs.get('path', files.describe())}: fix the INI syntax "
-            "(every setting must sit under a [section] header as `key = value`)"
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigFileError(f"{files.describe()} is not valid UTF-8: re-save it as UTF-8") from None
+    real = (files.config_file, files.credentials_file)
+    with checked_paths(real) as safe:
+        try:
+            raw = new_botocore_session(ConfigFiles(*safe)).full_config
+        except botocore.exceptions.ConfigParseError as exc:
+            path = str(exc.kwargs.get("path", ""))
+            named = dict(zip(safe, real)).get(path, files.describe())
+            raise ConfigFileError(
+                f"cannot parse {named}: fix the INI syntax "
+                "(every setting must sit under a [section] header as `key = value`)"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigFileError(f"{files.describe()} is not valid UTF-8: re-save it as UTF-8") from None
     profiles: Mapping[str, Mapping[str, Any]] = raw.get("profiles", {})
     plans: dict[str, ProfilePlan] = {}
     errors: dict[str, str] = {}
@@ -195,24 +194,6 @@ def load_config(files: ConfigFiles) -> BrokerConfig:
         if plan is not None:
             plans[name] = plan
     return BrokerConfig(files=files, plans=plans, errors=errors, raw_profiles=profiles)
-
-
-def _check_readable(path: str) -> None:
-    if not os.path.exists(path):
-        return  # a missing file is normal (many users keep everything in one)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise ConfigFileError(
-            f"cannot read {path}: {exc.strerror}; it must be a file you can read (check its permissions)"
-        ) from None
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigFileError(
-            f"{path} is not valid UTF-8 (byte {exc.start}): re-save it as UTF-8"
-        ) from None
 
 
 class ProfileError(Exception):

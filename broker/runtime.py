@@ -75,20 +75,30 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = False) -> None:
     """Write a file whole or not at all (a reader never sees half of it). The temporary file
-    is 0600 from its first byte, so a secret is never readable by others, even for a moment."""
+    is 0600 from its first byte, so a secret is never readable by others, even for a moment.
+    `durable`: on disk before this returns (a crash or power cut cannot undo it)."""
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         if mode != 0o600:
             os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)
         raise
+    if durable:
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)  # the rename itself
+        finally:
+            os.close(directory)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -97,8 +107,9 @@ def write_private(path: Path, data: bytes) -> None:
     write_atomic(path, data)
 
 
-def write_json(path: Path, value: Any) -> None:
-    write_private(path, json.dumps(value, indent=2, sort_keys=True).encode())
+def write_json(path: Path, value: Any, durable: bool = False) -> None:
+    ensure_private_dir(path.parent)
+    write_atomic(path, json.dumps(value, indent=2, sort_keys=True).encode(), durable=durable)
 
 
 def read_json(path: Path) -> Any:

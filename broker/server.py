@@ -19,10 +19,12 @@ from broker import __version__
 from broker.api import build_control_api
 from broker.channel import ChannelProtocol, bind_control_socket, is_unix
 from broker.clock import Clock, SystemClock
-from broker.config import BrokerConfig, ConfigFileError, ConfigFiles, load_config
+from broker.config import BrokerConfig, ConfigFiles, load_config
 from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
+from broker.configfiles import ConfigFileError
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
 from broker.leases import TokenLeases
+from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
 from broker.refresh import RefreshPolicy
 from broker.runtime import (
     CONTROL_SOCKET, DAEMON_FILE, DEFAULT_PORT, claim_runtime_dir, ensure_private_dir, write_json,
@@ -35,6 +37,10 @@ log = logging.getLogger("rolebroker")
 
 CREDENTIAL_KEYS = ("aws_access_key_id", "role_arn", "credential_process", "credential_source",
                    "sso_session", "sso_start_url", "web_identity_token_file", "login_session")
+
+# A config read that takes longer is stuck (a hung mount): the last good config stays.
+CONFIG_READ_TIMEOUT = 5.0
+FileStamps = tuple[tuple[int, int, int] | None, ...]
 
 
 class PortInUse(Exception):
@@ -77,6 +83,12 @@ class Daemon:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.config_error: str | None = None
+        # Reads of the AWS config files: off the loop, one at a time, bounded in time.
+        self.config_read_timeout = CONFIG_READ_TIMEOUT
+        self._config_reader: OffLoopCall[Any] = OffLoopCall("rolebroker-config-reader")
+        self._reload_lock = asyncio.Lock()
+        self._reload_tasks: set[asyncio.Future[dict[str, Any]]] = set()
+        self._mtimes: FileStamps = (None, None)
         config = self._load_or_empty()
         self.sessions = SessionManager(config, sts or BotocoreSts(settings.files), self.clock, policy)
         ensure_private_dir(settings.state_dir)
@@ -95,56 +107,106 @@ class Daemon:
         self.port = settings.port
         self.server: uvicorn.Server | None = None
         self._stop_requested = False
-        self._mtimes = self._config_mtimes()
 
     # ---- configuration ----------------------------------------------------------------
 
-    def _load_or_empty(self) -> BrokerConfig:
+    def _read_config(self) -> tuple[FileStamps, BrokerConfig | ConfigFileError]:
+        """On the reader thread: the files' stamps, then the config or why it is broken.
+        The stamps come first so a broken file is not re-read until it changes again."""
+        stamps = self._config_stamps()
         try:
-            return load_config(self.settings.files)
+            return stamps, load_config(self.settings.files)
         except ConfigFileError as exc:
-            self.config_error = str(exc)
-            log.error("%s; serving no profiles until it is fixed", exc)
-            return BrokerConfig(files=self.settings.files, plans={})
+            return stamps, exc
 
-    def reload(self) -> dict[str, Any]:
-        """Re-read the config; a broken file keeps the last good one."""
-        self._mtimes = self._config_mtimes()
+    def _load_or_empty(self) -> BrokerConfig:
+        """The config at startup (no loop yet), read off this thread all the same: a file on
+        a hung file system must not stop the daemon from serving tokens and status."""
         try:
-            config = load_config(self.settings.files)
-        except ConfigFileError as exc:
-            self.config_error = str(exc)
-            log.error("config reload failed, keeping the last good config: %s", exc)
-            return {"ok": False, "error": str(exc), "changed": []}
+            self._mtimes, loaded = self._config_reader.run_sync(self._read_config, self.config_read_timeout)
+        except (CallTimedOut, StillRunning) as exc:
+            loaded = self._stuck(exc)
+        if isinstance(loaded, ConfigFileError):
+            self.config_error = str(loaded)
+            log.error("%s; serving no profiles until it is fixed", loaded)
+            return BrokerConfig(files=self.settings.files, plans={})
+        return loaded
+
+    def _stuck(self, exc: CallTimedOut | StillRunning) -> ConfigFileError:
+        files = self.settings.files.describe()
+        if isinstance(exc, StillRunning):
+            what = f"an earlier read of {files} has not returned for {exc.seconds:.0f} s"
+        else:
+            what = f"reading {files} took longer than {self.config_read_timeout:g} s"
+        return ConfigFileError(f"{what} (a file on a hung network or FUSE file system?): fix or move the file, "
+                               "then run `rolebroker reload`")
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config off the loop; a broken or unreadable file keeps the last good one.
+        The watcher, SIGHUP and `rolebroker reload` take turns: never two reads at once."""
+        async with self._reload_lock:
+            return await self._reload_locked()
+
+    async def _reload_locked(self) -> dict[str, Any]:
+        try:
+            self._mtimes, loaded = await self._config_reader.run(self._read_config, self.config_read_timeout)
+        except (CallTimedOut, StillRunning) as exc:
+            loaded = self._stuck(exc)
+        if isinstance(loaded, ConfigFileError):
+            self.config_error = f"{loaded} (still serving the last good config)"
+            log.error("config reload failed, keeping the last good config: %s", loaded)
+            return {"ok": False, "error": str(loaded), "changed": []}
+        # Applied here, on the loop: the sessions are the loop's alone.
         self.config_error = None
         if isinstance(self.sessions.sts, BotocoreSts):
             self.sessions.sts.reset()  # its botocore sessions hold the old files' contents
-        changed = self.sessions.apply_config(config)
-        log.info("config reloaded: %d profiles, changed: %s", len(config.plans), ", ".join(changed) or "none")
-        for name, problem in config.errors.items():
+        changed = self.sessions.apply_config(loaded)
+        log.info("config reloaded: %d profiles, changed: %s", len(loaded.plans), ", ".join(changed) or "none")
+        for name, problem in loaded.errors.items():
             log.warning("profile %s is not served: %s", name, problem)
         return {"ok": True, "error": None, "changed": changed}
 
-    def _config_mtimes(self) -> tuple[float | None, ...]:
-        stamps: list[float | None] = []
+    def _config_stamps(self) -> FileStamps:
+        """What tells an edited or replaced file: modification time, size and inode."""
+        stamps: list[tuple[int, int, int] | None] = []
         for path in (self.settings.files.config_file, self.settings.files.credentials_file):
             try:
-                stamps.append(os.stat(path).st_mtime)
+                info = os.stat(path)
             except OSError:
                 stamps.append(None)
+            else:
+                stamps.append((info.st_mtime_ns, info.st_size, info.st_ino))
         return tuple(stamps)
 
-    def reload_if_changed(self) -> dict[str, Any] | None:
-        """Reload when either file's modification time moved (an editor saved it)."""
-        if self._config_mtimes() == self._mtimes:
-            return None
-        return self.reload()
+    async def reload_if_changed(self) -> dict[str, Any] | None:
+        """Reload when either file changed (an editor saved it). A stat can block too (a
+        hung mount), so it runs off the loop like the read; while an earlier read is stuck
+        there is nothing new to say, and the watcher just looks again next time."""
+        if self._reload_lock.locked():
+            return None  # a reload is running: it reads the files as they are now
+        async with self._reload_lock:
+            try:
+                stamps = await self._config_reader.run(self._config_stamps, self.config_read_timeout)
+            except (CallTimedOut, StillRunning):
+                return None
+            if stamps == self._mtimes:
+                return None
+            return await self._reload_locked()
 
     async def watch_config(self, interval: float = 2.0) -> None:
         # File watching is about the real files, so it runs on real time, not the injected clock.
         while True:
             await asyncio.sleep(interval)
-            self.reload_if_changed()
+            try:
+                await self.reload_if_changed()
+            except Exception:  # a bug in one reload must not end the watching for good
+                log.exception("config watcher: reload failed")
+
+    def _reload_soon(self) -> None:
+        """SIGHUP: a reload task, kept referenced until it is done (the loop holds tasks weakly)."""
+        task = asyncio.ensure_future(self.reload())
+        self._reload_tasks.add(task)
+        task.add_done_callback(self._reload_tasks.discard)
 
     async def sweep_leases(self, interval: float = 1.0) -> None:
         # Processes end in real time, whatever the injected clock says.
@@ -303,7 +365,7 @@ class Daemon:
 
     def _install_reload_signal(self) -> None:
         try:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload_soon)
         except (RuntimeError, ValueError, NotImplementedError):
             pass  # not the main thread (tests), or no signals on this platform
 

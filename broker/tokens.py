@@ -8,11 +8,15 @@ the token an attacker guessed right.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import logging
+import math
+import os
 import re
 import secrets
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from collections.abc import Callable
@@ -22,7 +26,8 @@ from broker.runtime import read_json, write_json
 
 log = logging.getLogger("rolebroker.tokens")
 TOKEN_PREFIX = "rbt_"
-NAME = re.compile(r"^[A-Za-z0-9_.@:-]{1,64}$")
+NAME = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
+DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def new_token() -> str:
@@ -54,46 +59,116 @@ class TokenRejected(Exception):
     pass
 
 
+class TokensNotSaved(Exception):
+    """The token file could not be written: nothing changed, in memory or on disk."""
+
+
 class TokenStore:
+    """Every change is written to the file before it takes effect in memory: a revoke that
+    could not be saved leaves the token valid and says so, rather than revoking it until
+    the next restart brings it back."""
+
     def __init__(self, path: Path | None, now: Callable[[], float]) -> None:
         self.path = path
         self.now = now
         self._by_digest: dict[str, TokenRecord] = {}
         self.last_used: dict[str, float] = {}
-        if path is not None and path.exists():
+        # What went wrong reading the file at startup, for `rolebroker status`.
+        self.problem: str | None = None
+        self._frozen = False  # the file could be neither read nor moved aside: never overwrite it
+        if path is not None:
             self._load(path)
 
     def _load(self, path: Path) -> None:
         try:
-            for raw in read_json(path).get("tokens", []):
-                holder = raw.get("holder")
-                record = TokenRecord(raw["name"], raw["digest"], tuple(raw["profiles"]),
-                                     float(raw["created_at"]), raw.get("expires_at"),
-                                     (int(holder[0]), int(holder[1])) if holder else None)
-                self._by_digest[record.digest] = record
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("cannot read client tokens from %s (%s): clients must get new tokens", path,
-                      type(exc).__name__)
+            data = read_json(path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+            self._set_aside(path, f"cannot be read ({_reason(exc)})", keeps_records=False)
+            return
+        raws = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(raws, list):
+            self._set_aside(path, 'is not a {"tokens": [...]} file', keeps_records=False)
+            return
+        skipped = 0
+        names: set[str] = set()
+        for position, raw in enumerate(raws, start=1):
+            try:
+                record = parse_record(raw)
+                if record.digest in self._by_digest or record.name in names:
+                    raise ValueError("a second record with the same name or token")
+            except ValueError as exc:
+                skipped += 1
+                log.error("client token record #%d%s in %s skipped: %s", position, _record_label(raw), path, exc)
+                continue
+            self._by_digest[record.digest] = record
+            names.add(record.name)
+        if skipped:
+            self._set_aside(path, f"had {skipped} unreadable record(s), skipped (see the log)", keeps_records=True)
 
-    def _save(self) -> None:
-        if self.path is not None:
-            write_json(self.path, {"tokens": [asdict(r) for r in self._by_digest.values()]})
+    def _set_aside(self, path: Path, what: str, keeps_records: bool) -> None:
+        """Keep a file we could not read whole under another name, so the next save cannot
+        overwrite what it holds. A rename needs no free space, so this works on a full disk."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+        for n in range(2, 100):  # never over an earlier copy
+            if not aside.exists():
+                break
+            aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        try:
+            os.chmod(path, 0o600)
+            os.replace(path, aside)
+        except OSError as exc:
+            self.problem = (f"{path} {what} and could not be moved aside ({_reason(exc)}): its tokens are not "
+                            f"served; move it away yourself, then restart the daemon")
+            self._frozen = True  # saving now would overwrite the only copy
+            log.error("%s", self.problem)
+            return
+        kept = "the readable tokens still work; " if keeps_records else "its tokens no longer work: "
+        self.problem = (f"{path} {what}: moved aside to {aside}; {kept}"
+                        "create new tokens for the clients that lost theirs")
+        log.error("%s", self.problem)
+        if keeps_records:
+            try:
+                self._save(self._by_digest)  # a clean file again, with the records that were read
+            except TokensNotSaved as exc:
+                # Served from memory all the same (the next save writes them); on disk, the copy set
+                # aside holds them.
+                self.problem += f"; the readable tokens are not saved yet ({exc})"
+                log.error("%s", exc)
+
+    def _save(self, records: dict[str, TokenRecord]) -> None:
+        if self.path is None:
+            return
+        if self._frozen:
+            raise TokensNotSaved(f"{self.problem}; until then no token can be created or revoked")
+        try:
+            write_json(self.path, {"tokens": [asdict(r) for r in records.values()]}, durable=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                fix = f"the disk holding {self.path.parent} is full: free some space there and try again"
+            else:
+                fix = f"check {self.path.parent} (it must be a writable directory of yours) and try again"
+            raise TokensNotSaved(f"could not save the client tokens to {self.path} ({_reason(exc)}), "
+                                 f"so nothing was changed: {fix}") from None
 
     def create(self, name: str | None, profiles: tuple[str, ...], ttl: float | None,
                holder: tuple[int, int] | None = None) -> tuple[str, TokenRecord]:
-        self._prune()
+        records = self._unexpired()
         if name is None:
             name = f"{token_name_part('-'.join(profiles)) or 'all'}-{secrets.token_hex(3)}"[-64:]
-        if not NAME.match(name):
+        if not NAME.fullmatch(name):
             raise ValueError("a token name is 1-64 letters, digits and _.@:-")
-        if any(r.name == name for r in self._by_digest.values()):
+        if any(r.name == name for r in records.values()):
             raise ValueError(f"a token named {name!r} exists; revoke it first or pick another name")
         token = new_token()
         now = self.now()
         record = TokenRecord(name, digest(token), tuple(sorted(set(profiles))), now,
                              now + ttl if ttl else None, holder)
-        self._by_digest[record.digest] = record
-        self._save()
+        records[record.digest] = record
+        self._save(records)  # raises TokensNotSaved: then the token never existed
+        self._swap(records)
         return token, record
 
     def check(self, token: str) -> TokenRecord:
@@ -116,19 +191,62 @@ class TokenStore:
         return record
 
     def revoke(self, name: str) -> bool:
-        found = [d for d, r in self._by_digest.items() if r.name == name]
-        for d in found:
-            del self._by_digest[d]
+        records = {d: r for d, r in self._by_digest.items() if r.name != name}
+        if len(records) == len(self._by_digest):
+            return False
+        self._save(records)  # raises TokensNotSaved: then the token stays valid
+        self._swap(records)
         self.last_used.pop(name, None)  # a later token under this name starts afresh
-        if found:
-            self._save()
-        return bool(found)
+        return True
 
     def records(self) -> list[TokenRecord]:
         return sorted(self._by_digest.values(), key=lambda r: r.created_at)
 
-    def _prune(self) -> None:
+    def _unexpired(self) -> dict[str, TokenRecord]:
         now = self.now()
-        expired = [d for d, r in self._by_digest.items() if r.expires_at is not None and r.expires_at <= now]
-        for d in expired:
-            self.last_used.pop(self._by_digest.pop(d).name, None)
+        return {d: r for d, r in self._by_digest.items() if r.expires_at is None or r.expires_at > now}
+
+    def _swap(self, records: dict[str, TokenRecord]) -> None:
+        for gone in self._by_digest.keys() - records.keys():
+            self.last_used.pop(self._by_digest[gone].name, None)
+        self._by_digest = records
+
+
+def parse_record(raw: object) -> TokenRecord:
+    """One record of the token file, checked field by field (ValueError says which)."""
+    if not isinstance(raw, dict):
+        raise ValueError("not an object")
+    name, token_digest, profiles = raw.get("name"), raw.get("digest"), raw.get("profiles")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValueError("name is not a token name")
+    if not isinstance(token_digest, str) or not DIGEST.fullmatch(token_digest):
+        raise ValueError("digest is not a SHA-256 hex digest")
+    if not isinstance(profiles, list) or not all(isinstance(p, str) and p for p in profiles):
+        raise ValueError("profiles is not a list of profile names")
+    created_at = _timestamp(raw.get("created_at"), "created_at")
+    expires_at = None if raw.get("expires_at") is None else _timestamp(raw.get("expires_at"), "expires_at")
+    holder = raw.get("holder")
+    if holder is not None and not (isinstance(holder, list) and len(holder) == 2
+                                   and all(isinstance(v, int) and not isinstance(v, bool) for v in holder)):
+        raise ValueError("holder is not [pid, start time]")
+    return TokenRecord(name, token_digest, tuple(profiles), created_at, expires_at,
+                       (holder[0], holder[1]) if holder is not None else None)
+
+
+def _timestamp(value: object, field: str) -> float:
+    # bool is an int to Python, and NaN compares false with everything: neither is a time.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{field} is not a time in seconds")
+    return float(value)
+
+
+def _record_label(raw: object) -> str:
+    """How a log line names a record: its name if it has a sane one (never its digest)."""
+    name = raw.get("name") if isinstance(raw, dict) else None
+    return f" ({name!r})" if isinstance(name, str) and NAME.fullmatch(name) else ""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return "not JSON" if isinstance(exc, ValueError) else type(exc).__name__

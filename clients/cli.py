@@ -395,6 +395,8 @@ def render_status(status: dict[str, Any]) -> str:
         notes.extend(f"{row['profile']}: {note}" for note in row["notes"])
     if status.get("config_error"):
         notes.insert(0, f"config: {status['config_error']}")
+    if status.get("tokens_error"):
+        notes.insert(0, f"tokens: {status['tokens_error']}")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -80,7 +80,7 @@ def test_an_unreadable_file_is_reported_and_the_daemon_stays_up(tmp_path: Path) 
         os.mkdir(broker.files.credentials_file)  # unreadable as a file, even for root
         assert not broker.control().request("POST", "/v1/reload")["ok"]
         status = broker.control().request("GET", "/v1/status")
-        assert "permissions" in status["config_error"]
+        assert "is a directory, not a regular file" in status["config_error"]
         assert broker.control().request("GET", "/v1/health")["status"] == "ok"  # still up
     finally:
         broker.stop()

@@ -133,7 +133,7 @@ def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
     os.mkdir(files.credentials_file)  # unreadable as a file even for root, unlike chmod 0
     with pytest.raises(ConfigFileError) as raised:
         load_config(files)
-    assert files.credentials_file in str(raised.value) and "permissions" in str(raised.value)
+    assert files.credentials_file in str(raised.value) and "is a directory, not a regular file" in str(raised.value)
 
 
 def test_missing_files_are_an_empty_config(tmp_path: Path) -> None:

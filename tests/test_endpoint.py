@@ -69,7 +69,7 @@ def test_botocore_shows_the_login_hint_to_the_user(broker: Broker) -> None:
 
 
 def test_unknown_profile_is_4xx_not_404(broker: Broker) -> None:
-    token = broker.control().request("POST", "/v1/tokens", {"profiles": []})["token"]
+    token = broker.control().request("POST", "/v1/tokens", {"all_profiles": True})["token"]
     status, _, body = broker.raw_get("nosuch", token)
     assert status == 403
     assert body["code"] == "UnknownProfile"

@@ -26,7 +26,7 @@ from broker.guard import MAX_BODY, MAX_HEADER_VALUE, FailureThrottle
 from broker.runtime import CONTROL_SOCKET, DAEMON_FILE
 from broker.tokens import TOKEN_PREFIX, new_token
 from clients.cli import write_token_file
-from clients.daemon_client import ControlConnection
+from clients.daemon_client import ControlConnection, DaemonError
 from tests.harness import ALICE_SECRET, Broker, start_broker
 
 CREDENTIAL_FIELDS = ("AccessKeyId", "SecretAccessKey", "Token")
@@ -255,6 +255,22 @@ def test_revoked_token_is_401_and_logged_without_the_value(logged_in: Broker,
     assert "to-revoke" not in [t["name"] for t in control.request("GET", "/v1/tokens")["tokens"]]
     assert _refusals(caplog, "dev")
     _assert_never_logged(caplog, minted["token"])
+
+
+def test_a_token_for_every_profile_is_asked_for_by_name(logged_in: Broker) -> None:
+    control = logged_in.control()
+    before = [t["name"] for t in control.request("GET", "/v1/tokens")["tokens"]]
+    for body in ({}, {"profiles": []}, {"name": "quiet"}, {"profiles": ["dev"], "all_profiles": True}):
+        with pytest.raises(DaemonError) as raised:
+            control.request("POST", "/v1/tokens", body)
+        assert (raised.value.status, raised.value.code) == (400, "BadTokenRequest"), body
+        assert '"all_profiles": true' in raised.value.message and "profiles" in raised.value.message
+    assert [t["name"] for t in control.request("GET", "/v1/tokens")["tokens"]] == before  # none was made
+    minted = control.request("POST", "/v1/tokens", {"all_profiles": True, "name": "everything"})
+    assert minted["profiles"] == []
+    logged_in.settle()  # login warms every profile of the MFA session in the background
+    for profile in ("dev", "prod"):
+        assert send(logged_in, "GET", f"/v1/credentials/{profile}", {"Authorization": minted["token"]}).status == 200
 
 
 def test_expired_token_is_401_and_logged_without_the_value(logged_in: Broker,
