@@ -293,8 +293,9 @@ class Daemon:
             if exc.errno == errno.EADDRINUSE:
                 # Not a rolebroker of ours with this runtime directory: it would have held the lock.
                 raise PortInUse(
-                    f"port {port} on {host} is in use by another program (`ss -ltnp` names it; it is not "
-                    "a rolebroker daemon of yours): stop it, or pick another port with --port / ROLEBROKER_PORT"
+                    f"port {port} on {host} is in use by another program (`ss -ltnp` names it; not a "
+                    "rolebroker daemon using this runtime directory, which would hold its lock): stop it, or "
+                    "pick another port with --port / ROLEBROKER_PORT"
                 ) from None
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise PortInUse(f"{host} is not an address of this machine: for 169.254.170.2 run "

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     login = commands.add_parser("login", help="type an MFA code once; every profile sharing it is served")
     login.add_argument("profile", type=profile_name)
-    login.add_argument("--code", help="the MFA code (else prompted on a terminal, or read from stdin)")
+    login.add_argument("--code", help="the MFA code (else prompted on a terminal, or read from stdin); "
+                                      "a command line shows in `ps`: prefer the prompt or stdin")
     login.set_defaults(handler=cmd_login)
 
     logout = commands.add_parser("logout", help="wipe sessions from the daemon's memory")

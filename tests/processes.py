@@ -65,3 +65,17 @@ def rolebroker(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
                           stdin=subprocess.DEVNULL, timeout=60)
 
 
+
+
+def socket_activated(activate: str, tmp: Path, listen: list[str], *serve_args: str) -> tuple[Serve, dict[str, str]]:
+    """`rolebroker serve` under systemd-socket-activate, which holds `listen` (ADDRESS:PORT or
+    a Unix socket path) and starts the daemon on the first connection, as systemd does."""
+    env = daemon_env(tmp)
+    # systemd-socket-activate hands its child a minimal environment; -E passes ours on.
+    passed = [arg for name in ("ROLEBROKER_RUNTIME_DIR", "ROLEBROKER_STATE_DIR", "AWS_CONFIG_FILE",
+                               "AWS_SHARED_CREDENTIALS_FILE") for arg in ("-E", name)]
+    sockets = [arg for address in listen for arg in ("-l", address)]
+    activator = Serve([activate, *sockets, *passed, str(ROLEBROKER), "serve", *serve_args], env)
+    for address in listen:
+        activator.log.wait_for(f"Listening on {address}")
+    return activator, env

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 from tests.processes import (
     ROLEBROKER, STARTUP_TIMEOUT, STOP_TIMEOUT, Serve, daemon_env, free_port, needs_rolebroker, rolebroker,
+    socket_activated,
 )
 
 import pytest
@@ -249,13 +250,8 @@ def test_listen_fds_adopts_the_socket_at_fd_3_and_keeps_it_from_children() -> No
 def test_socket_activation_serves_credentials(tmp_path: Path, started: list[Serve]) -> None:
     assert SOCKET_ACTIVATE is not None
     port = free_port()
-    env = daemon_env(tmp_path)
-    # systemd-socket-activate hands its child a minimal environment; -E passes ours on.
-    passed = [arg for name in ("ROLEBROKER_RUNTIME_DIR", "ROLEBROKER_STATE_DIR", "AWS_CONFIG_FILE",
-                               "AWS_SHARED_CREDENTIALS_FILE") for arg in ("-E", name)]
-    daemon = Serve([SOCKET_ACTIVATE, "-l", f"127.0.0.1:{port}", *passed, str(ROLEBROKER), "serve", "--demo"], env)
+    daemon, env = socket_activated(SOCKET_ACTIVATE, tmp_path, [f"127.0.0.1:{port}"], "--demo")
     started.append(daemon)
-    daemon.log.wait_for(f"Listening on 127.0.0.1:{port}")
     assert runtime_files(tmp_path) == []  # nothing runs yet: the first connection starts it
 
     # The first request is queued on systemd's socket and answered by the daemon it started.

@@ -30,7 +30,9 @@ from clients.envvars import UntrustedAnswer, variables_for
 from tests.attacker import OtherUser
 from tests.harness import Broker, Lines
 from tests.test_cli import cli_env, rb
-from tests.processes import ROLEBROKER, STARTUP_TIMEOUT, Serve, daemon_env, free_port, needs_rolebroker, rolebroker
+from tests.processes import (
+    ROLEBROKER, STARTUP_TIMEOUT, Serve, daemon_env, free_port, needs_rolebroker, rolebroker, socket_activated,
+)
 from tests.test_systemd import SOCKET_ACTIVATE
 
 pytestmark = needs_rolebroker
@@ -202,13 +204,9 @@ def test_a_squatted_tmp_runtime_directory_is_refused_clearly(tmp_path: Path, oth
 def test_a_systemd_socket_on_every_address_is_refused(tmp_path: Path, started: list[Serve]) -> None:
     assert SOCKET_ACTIVATE is not None
     port = free_port()
-    env = daemon_env(tmp_path)
-    passed = [arg for name in ("ROLEBROKER_RUNTIME_DIR", "ROLEBROKER_STATE_DIR", "AWS_CONFIG_FILE",
-                               "AWS_SHARED_CREDENTIALS_FILE") for arg in ("-E", name)]
     # `ListenStream=9911`: every address, so other machines and network namespaces too.
-    activator = Serve([SOCKET_ACTIVATE, "-l", f"0.0.0.0:{port}", *passed, str(ROLEBROKER), "serve", "--demo"], env)
+    activator, _ = socket_activated(SOCKET_ACTIVATE, tmp_path, [f"0.0.0.0:{port}"], "--demo")
     started.append(activator)
-    activator.log.wait_for(f"Listening on 0.0.0.0:{port}")
     with socket.create_connection(("127.0.0.1", port), timeout=STARTUP_TIMEOUT) as knock:
         knock.sendall(b"GET /v1/credentials/dev HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         activator.log.wait_for("make the socket unit's ListenStream= name an address")
@@ -357,3 +355,22 @@ def test_env_sets_only_variables_it_knows_whatever_the_daemon_adds() -> None:
     assert set(set_vars) == {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_REGION", "AWS_DEFAULT_REGION",
                              "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONTAINER_AUTHORIZATION_TOKEN"}
     assert "HOME" not in unset and "PATH" not in unset
+
+
+@pytest.mark.skipif(SOCKET_ACTIVATE is None, reason="systemd-socket-activate is not installed (apt-get install systemd)")
+def test_the_cli_starts_a_socket_activated_daemon_through_the_control_socket(tmp_path: Path,
+                                                                             started: list[Serve]) -> None:
+    assert SOCKET_ACTIVATE is not None
+    (tmp_path / "run").mkdir(mode=0o700)  # systemd's DirectoryMode=0700
+    control = tmp_path / "run" / "control.sock"
+    activator, env = socket_activated(SOCKET_ACTIVATE, tmp_path, [f"127.0.0.1:{free_port()}", str(control)],
+                                      "--demo")
+    started.append(activator)
+    control.chmod(0o600)  # systemd's SocketMode=0600
+    assert not (tmp_path / "run" / "daemon.lock").exists()  # nothing runs yet
+    status = rolebroker(env, "status")  # the CLI's first connection starts the daemon
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads((tmp_path / "run" / "daemon.json").read_text())["pid"] == activator.proc.pid
+    activator.signal(signal.SIGTERM)
+    assert activator.wait() == 0
+    assert control.exists()  # systemd's socket, not the daemon's to remove
