@@ -67,6 +67,10 @@ class Seen:
 def test_hundreds_of_clients_through_forced_refreshes(broker: Broker) -> None:
     broker.login("dev")  # one MFA session; dev and prod are warmed from it
     tokens = {profile: broker.token(profile) for profile in ROLES}
+    # The warm-up runs in the background: wait until both profiles hold credentials, so the
+    # first phase's expected keys are the ones being served (a busy machine lands prod late).
+    broker.settle()
+    assert all(broker.get_settled(profile)[0] == 200 for profile in ROLES)
     phases = Phases(CLIENTS)
     stop = threading.Event()
     errors: list[str] = []
