@@ -83,14 +83,15 @@ def is_unix(sock: socket.socket) -> bool:
     return sock.family == socket.AF_UNIX
 
 
-class ChannelProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, knowing its peer on Unix sockets: another uid is
+class PeerCredentials:
+    """Mixed in before a uvicorn protocol class: on Unix sockets, a peer of another uid is
     disconnected on arrival, and every request's scope carries the peer (PEER_KEY)."""
 
-    peer: Peer | None = None
+    peer_credentials: Peer | None = None
+    scope: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         sock = transport.get_extra_info("socket")
         if sock is None or sock.family != socket.AF_UNIX:
             return
@@ -100,8 +101,16 @@ class ChannelProtocol(HttpToolsProtocol):
             log.warning("control channel: refused a connection from uid %s", peer.uid if peer else "unknown")
             transport.close()
             return
-        self.peer = peer
+        self.peer_credentials = peer
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.scope[PEER_KEY] = self.peer  # type: ignore[literal-required]
+        super().on_message_begin()  # type: ignore[misc]
+        self.scope[PEER_KEY] = self.peer_credentials
+
+
+def with_peer_credentials(protocol: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+    """`protocol` (uvicorn's HTTP protocol, or one derived from it) knowing its Unix-socket peers."""
+    return type(f"PeerChecked{protocol.__name__}", (PeerCredentials, protocol), {})
+
+
+ChannelProtocol = with_peer_credentials(HttpToolsProtocol)

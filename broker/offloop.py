@@ -48,11 +48,14 @@ class _Outcome(Generic[T]):
 class OffLoopCall(Generic[T]):
     def __init__(self, name: str) -> None:
         self.name = name
-        self._running: threading.Thread | None = None
+        self._pending: _Outcome[T] | None = None
         self._started = 0.0
 
     def busy(self) -> bool:
-        return self._running is not None and self._running.is_alive()
+        # Whether the call has produced its outcome, not whether its thread has exited: a thread
+        # is still alive for a moment after handing its result over, and the next call must not
+        # be refused for that.
+        return self._pending is not None and not self._pending.done.is_set()
 
     def _start(self, function: Callable[[], T], notify: Callable[[], None]) -> _Outcome[T]:
         if self.busy():
@@ -68,7 +71,7 @@ class OffLoopCall(Generic[T]):
             notify()
 
         thread = threading.Thread(target=work, name=self.name, daemon=True)
-        self._running, self._started = thread, time.monotonic()
+        self._pending, self._started = outcome, time.monotonic()
         thread.start()
         return outcome
 

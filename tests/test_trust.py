@@ -374,3 +374,38 @@ def test_the_cli_starts_a_socket_activated_daemon_through_the_control_socket(tmp
     activator.signal(signal.SIGTERM)
     assert activator.wait() == 0
     assert control.exists()  # systemd's socket, not the daemon's to remove
+
+
+PEER_PROBE = r'''
+import socket, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.settimeout(20)
+sock.connect(sys.argv[1])
+try:
+    sock.sendall(b"GET /v1/status HTTP/1.1\r\nHost: rolebroker\r\n\r\n")
+    print(repr(sock.recv(65536)))
+except OSError as exc:
+    print(type(exc).__name__)
+'''
+
+
+def test_the_daemon_hangs_up_on_another_uid_even_if_its_socket_is_opened_up(broker: Broker,
+                                                                             other_user: OtherUser) -> None:
+    runtime = broker.daemon.settings.runtime_dir
+    path = runtime / "control.sock"
+    # A careless chmod or ACL: the directory and the socket open to everyone. The uid check stands.
+    opened = [p for p in [runtime, *runtime.parents] if p != Path("/")]
+    modes = {p: p.stat().st_mode for p in opened}
+    try:
+        for parent in opened:
+            parent.chmod(modes[parent] | 0o001)
+        path.chmod(0o666)
+        probe = other_user.run_python(PEER_PROBE, str(path))
+    finally:
+        for parent, mode in modes.items():
+            parent.chmod(mode)
+        path.chmod(0o600)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() in ("b''", "ConnectionResetError", "BrokenPipeError"), probe.stdout
+    # The user's own CLI is still served.
+    assert broker.control().request("GET", "/v1/status")["profiles"]
