@@ -28,6 +28,16 @@ class RuntimeDirError(Exception):
     """The runtime directory cannot be trusted or made: the message names why and what to set."""
 
 
+def configured_port() -> int:
+    """The daemon's TCP port: ROLEBROKER_PORT, else the default. ValueError names a bad value."""
+    text = os.environ.get("ROLEBROKER_PORT", "").strip()
+    if not text:
+        return DEFAULT_PORT
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise ValueError(f"ROLEBROKER_PORT={text!r} is not a port number (0-65535): fix or unset it")
+    return int(text)
+
+
 def runtime_dir() -> Path:
     explicit = os.environ.get("ROLEBROKER_RUNTIME_DIR")
     if explicit:

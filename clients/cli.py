@@ -19,8 +19,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from broker.names import PROFILE_NAME, token_name_part
-from broker.runtime import DEFAULT_PORT, write_atomic
+from broker import __version__
+from broker.runtime import DEFAULT_PORT, configured_port, write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
+from clients.durations import parse_duration
 from clients.envfmt import FORMATS
 from clients.envvars import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, variables_for
 
@@ -41,25 +43,55 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+def duration(text: str) -> float:
+    """argparse type: 90s, 30m, 8h, 7d."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def duration_or_zero(text: str) -> float:
+    """argparse type: a duration, or 0 for no expiry."""
+    try:
+        return parse_duration(text, allow_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def profile_list(text: str) -> list[str]:
+    """argparse type: one profile, or several separated by commas (`--profile dev,prod`)."""
+    return [profile_name(part.strip()) for part in text.split(",") if part.strip()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if len(arguments) == 2 and arguments[0] == "credential-process" and PROFILE_NAME.fullmatch(arguments[1]):
+    if (len(arguments) == 2 and arguments[0] == "credential-process" and not arguments[1].startswith("-")
+            and PROFILE_NAME.fullmatch(arguments[1])):
         # The fast path: tools run this before every AWS call, so skip argparse and friends.
         from clients.credential_process import main as credential_process
 
         return credential_process(arguments[1])
-    parser = build_parser()
-    args = parser.parse_args(arguments)
-    if not getattr(args, "handler", None):
-        parser.print_help(sys.stderr)
-        return 2
     try:
+        parser = build_parser()
+        args = parser.parse_args(arguments)
+        if not getattr(args, "handler", None):
+            parser.print_help(sys.stderr)
+            return 2
         return int(args.handler(args) or 0)
     except DaemonError as exc:
         print(f"rolebroker: {exc.message}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # e.g. ROLEBROKER_PORT=abc
+        print(f"rolebroker: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `rolebroker token list | head -1`: the reader is gone, and so is anything left to say.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by the pipe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rolebroker",
         description="Local AWS credential broker: one MFA code a day, role credentials for every tool.",
     )
+    parser.add_argument("--version", action="version", version=f"rolebroker {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the daemon in the foreground")
-    serve.add_argument("--port", type=port_number, default=int(os.environ.get("ROLEBROKER_PORT", DEFAULT_PORT)),
+    serve.add_argument("--port", type=port_number, default=configured_port(),
                        help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, or $ROLEBROKER_PORT)")
     serve.add_argument("--demo", action="store_true",
                        help="serve a built-in demo (embedded STS, demo profiles dev and prod)")
@@ -96,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="print the environment that points SDKs at the broker")
     env.add_argument("profile", type=profile_name)
     env.add_argument("--format", choices=sorted(FORMATS), default="sh")
-    env.add_argument("--ttl", type=float, default=ENV_TOKEN_TTL / 3600,
-                     help="hours the printed client token stays valid (default 168; 0: until revoked)")
+    env.add_argument("--ttl", type=duration_or_zero, default=ENV_TOKEN_TTL,
+                     help="how long the printed client token stays valid: 30m, 8h, 7d (default 7d; 0: until revoked)")
     env.add_argument("--target", choices=["host", "docker"],
                      help="where the variables are used: docker points at the link-local listener "
                           "(default: docker for --format docker, host otherwise)")
@@ -127,12 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="client tokens scoped to profiles")
     token_commands = token.add_subparsers(metavar="ACTION")
     create = token_commands.add_parser("create", help="print a new client token")
-    create.add_argument("--profile", action="append", default=[], dest="profiles", type=profile_name,
-                        help="a profile the token may read (repeatable)")
+    create.add_argument("--profile", action="extend", default=[], dest="profiles", type=profile_list,
+                        help="profiles the token may read: repeat it, or separate them with commas")
     create.add_argument("--all-profiles", action="store_true",
                         help="let the token read every profile, including ones added later")
     create.add_argument("--name")
-    create.add_argument("--ttl", help="lifetime such as 30m, 8h, 7d (default: no expiry)")
+    create.add_argument("--ttl", type=duration, help="lifetime such as 30m, 8h, 7d (default: no expiry)")
     create.set_defaults(handler=cmd_token_create)
     listing = token_commands.add_parser("list", help="show tokens (never their values)")
     listing.set_defaults(handler=cmd_token_list)
@@ -143,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     service = commands.add_parser("service", help="install the systemd user units (socket activation)")
     service.add_argument("action", choices=["install", "uninstall", "status"])
     service.set_defaults(handler=cmd_service)
+
+    completion = commands.add_parser("completion", help="print a shell completion script (bash, zsh, fish)")
+    completion.add_argument("shell", nargs="?", choices=["bash", "zsh", "fish"])
+    completion.add_argument("--profiles", action="store_true", help="list the AWS config's profile names")
+    completion.set_defaults(handler=cmd_completion)
 
     docker = commands.add_parser("docker", help="put 169.254.170.2 on this machine for bridged containers (root)")
     from clients.docker_link import add_arguments as add_docker_arguments  # standard library only
@@ -165,6 +203,20 @@ def cmd_service(args: argparse.Namespace) -> int:
     from clients.service import main as service_main
 
     return service_main(args.action)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from clients import completion
+
+    if args.profiles:
+        print("\n".join(completion.profile_names()))
+        return 0
+    if not args.shell:
+        print("rolebroker: usage: rolebroker completion bash|zsh|fish  (e.g. in ~/.bashrc: "
+              'eval "$(rolebroker completion bash)")', file=sys.stderr)
+        return 2
+    sys.stdout.write(completion.SHELLS[args.shell](build_parser()))
+    return 0
 
 
 def cmd_docker(args: argparse.Namespace) -> int:
@@ -237,13 +289,10 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | 
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    if args.ttl < 0:
-        print("rolebroker: --ttl is hours from now (0: until revoked)", file=sys.stderr)
-        return 2
     client = DaemonClient()
     target = args.target or ("docker" if args.format == "docker" else "host")
     try:
-        described = client_environment(client, args.profile, args.ttl * 3600 or None, target, reuse=True)
+        described = client_environment(client, args.profile, args.ttl or None, target, reuse=True)
     except UntrustedAnswer as exc:
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 1
@@ -366,9 +415,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 3  # the LSB status code for "not running"
     if args.json:
         print(json.dumps({"running": True, **status}, indent=2))
-        return 0
-    print(render_status(status))
-    return 0
+    else:
+        print(render_status(status))
+    return STATUS_NEEDS_YOU if needs_attention(status) else 0
+
+
+# `status` exit codes, for scripts: 0 every profile can be served as it is; 1 something needs
+# you (a login, or a config error); 3 the daemon is not running (the LSB code).
+STATUS_NEEDS_YOU = 1
+
+
+def needs_attention(status: dict[str, Any]) -> bool:
+    return bool(status.get("config_error") or status.get("tokens_error")
+                or any(row["config_error"] or row["login_required"] for row in status["profiles"]))
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -429,22 +488,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_ttl(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except (ValueError, IndexError):
-        raise DaemonError(f"cannot read the TTL {text!r}: use a number with s, m, h or d (e.g. 8h)") from None
-
-
 def cmd_token_create(args: argparse.Namespace) -> int:
     if bool(args.profiles) == args.all_profiles:
         print("rolebroker: name the profiles the token may read (--profile dev, repeatable), or pass "
               "--all-profiles for a token that reads every profile", file=sys.stderr)
         return 2
-    ttl = parse_ttl(args.ttl) if args.ttl else None
+    ttl = args.ttl
     result = DaemonClient().request("POST", "/v1/tokens", {"profiles": args.profiles, "all_profiles": args.all_profiles,
                                                            "name": args.name, "ttl_seconds": ttl})
     print(result["token"])

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from broker.runtime import DEFAULT_PORT
+from broker.runtime import DEFAULT_PORT, configured_port
 
 DEFAULT_ADDRESS = "169.254.170.2"
 DEFAULT_INTERFACE = "rolebroker0"
@@ -79,8 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interface", default=DEFAULT_INTERFACE, metavar="NAME",
                         help=f"dummy link to create (default {DEFAULT_INTERFACE}); `lo` puts the "
                              "address on the loopback link instead")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"the daemon's port, for the printed next steps (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=int, default=configured_port(),
+                        help=f"the daemon's port, for the printed next steps "
+                             f"(default $ROLEBROKER_PORT or {DEFAULT_PORT})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
 
-from broker.runtime import write_atomic
+from broker.runtime import DEFAULT_PORT, configured_port, write_atomic
 
 SOCKET_UNIT = "rolebroker.socket"
 SERVICE_UNIT = "rolebroker.service"
@@ -161,12 +161,15 @@ def unit_quote(path: str) -> str:
     return escaped
 
 
-def render_units(executable: Path) -> dict[str, str]:
-    """The unit texts with ExecStart= and ExecReload= running `executable`."""
+def render_units(executable: Path, port: int = DEFAULT_PORT) -> dict[str, str]:
+    """The unit texts with ExecStart= and ExecReload= running `executable`, listening on `port`."""
     service = UNIT_TEMPLATES[SERVICE_UNIT]
     if f"\nExecStart={EXECUTABLE_PLACEHOLDER} " not in service:  # a template edit must not lose it silently
         raise AssertionError(f"the {SERVICE_UNIT} template must run {EXECUTABLE_PLACEHOLDER} in ExecStart=")
-    return {SOCKET_UNIT: UNIT_TEMPLATES[SOCKET_UNIT],
+    listen = f"\nListenStream=127.0.0.1:{DEFAULT_PORT}\n"
+    if listen not in UNIT_TEMPLATES[SOCKET_UNIT]:
+        raise AssertionError(f"the {SOCKET_UNIT} template must listen on 127.0.0.1:{DEFAULT_PORT}")
+    return {SOCKET_UNIT: UNIT_TEMPLATES[SOCKET_UNIT].replace(listen, f"\nListenStream=127.0.0.1:{port}\n"),
             SERVICE_UNIT: service.replace(f"={EXECUTABLE_PLACEHOLDER} ", f"={unit_quote(str(executable))} ")}
 
 
@@ -247,14 +250,15 @@ def install() -> int:
     executable = installed_executable()
     directory = unit_dir()
     changed: list[str] = []
-    for name, text in render_units(executable).items():
+    port = configured_port()
+    for name, text in render_units(executable, port).items():
         path = directory / name
         if write_if_changed(path, text):
             changed.append(name)
             print(f"wrote {path}")
         else:
             print(f"unchanged {path}")
-    print(f"ExecStart: {executable} serve")
+    print(f"ExecStart: {executable} serve; credentials on 127.0.0.1:{port}")
     systemctl = Systemctl.from_environment()
     problem = systemctl.unreachable()
     if problem is not None:
