@@ -18,6 +18,7 @@ import botocore.exceptions
 import botocore.session
 
 from broker.models import StaticKeys
+from broker.names import PROFILE_NAME, PROFILE_NAME_RULE
 
 # GetSessionToken accepts 900..129600 s; 12 h is STS's own default.
 DEFAULT_MFA_SESSION_SECONDS = 43200
@@ -208,7 +209,10 @@ def load_config(files: ConfigFiles) -> BrokerConfig:
         except ProfileError as exc:
             errors[name] = str(exc)
             continue
-        if plan is not None:
+        if plan is not None and not PROFILE_NAME.fullmatch(name):
+            errors[name] = (f"profile {name!r} in {files.describe()}: rolebroker cannot serve this name "
+                            f"({PROFILE_NAME_RULE}); copy the profile under another name")
+        elif plan is not None:
             plans[name] = plan
     return BrokerConfig(files=files, plans=plans, errors=errors, raw_profiles=profiles)
 

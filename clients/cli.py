@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from broker.names import PROFILE_NAME, token_name_part
+from broker.names import PROFILE_NAME, PROFILE_NAME_RULE, token_name_part
 from broker.runtime import DEFAULT_PORT, write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
 from clients.envfmt import FORMATS
@@ -31,7 +31,7 @@ def profile_name(text: str) -> str:
     """argparse type: the daemon serves only names it can put in a URL path segment."""
     if not PROFILE_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a profile name rolebroker can serve: use 1-128 letters, digits and _.@+=,:-")
+            f"{text!r} is not a profile name rolebroker can serve ({PROFILE_NAME_RULE})")
     return text
 
 
