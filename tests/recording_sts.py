@@ -177,7 +177,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         # Always the double on loopback, whatever host was asked for.
-        with socket.create_connection(server.backend, timeout=10) as backend:
+        with client, socket.create_connection(server.backend, timeout=10) as backend:
             pump = threading.Thread(target=_copy, args=(client, backend), daemon=True)
             pump.start()
             _copy(backend, client)
