@@ -12,21 +12,24 @@ so nothing leaves the machine.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import botocore.credentials
 import botocore.session
 import pytest
 
 from broker.clock import ManualClock
-from broker.config import ConfigFiles
+from broker.config import ConfigFiles, load_config
 from broker.refresh import RefreshPolicy
 from broker.server import Daemon, DaemonSettings
 from broker.sts_double import IamUser, MfaDevice, Role, totp
@@ -393,15 +396,28 @@ def botocore_side(world: World, case: Case, files: ConfigFiles) -> str:
     return "ok"
 
 
-def rolebroker_side(world: World, case: Case, files: ConfigFiles, directory: Path) -> str:
+@contextlib.contextmanager
+def running_daemon(world: World, files: ConfigFiles, directory: Path) -> Iterator[Broker]:
+    """The real daemon on a loopback port, reading `files`, on the row's clock."""
     settings = DaemonSettings(files=files, runtime_dir=directory / "run", state_dir=directory / "state", port=0)
     daemon = Daemon(settings, clock=world.clock, policy=RefreshPolicy(tick=30))
     loop, thread = serve_in_thread(daemon)
-    broker = Broker(directory, world.clock, world.sts, daemon, loop, thread, files)
     try:
+        yield Broker(directory, world.clock, world.sts, daemon, loop, thread, files)
+    finally:
+        daemon.stop()
+        thread.join(10)
+        loop.close()
+
+
+def status_rows(broker: Broker) -> dict[str, dict[str, Any]]:
+    return {row["profile"]: row for row in broker.control().request("GET", "/v1/status")["profiles"]}
+
+
+def rolebroker_side(world: World, case: Case, files: ConfigFiles, directory: Path) -> str:
+    with running_daemon(world, files, directory) as broker:
         outcome = "ok"
-        status = {row["profile"]: row for row in broker.control().request("GET", "/v1/status")["profiles"]}
-        if status.get(case.profile, {}).get("login_required"):
+        if status_rows(broker).get(case.profile, {}).get("login_required"):
             try:
                 broker.login(case.profile, world.next_code())
             except DaemonError as exc:
@@ -412,10 +428,6 @@ def rolebroker_side(world: World, case: Case, files: ConfigFiles, directory: Pat
             outcome = f"{outcome}; fetch: {exc.code}"
         broker.settle()
         return outcome
-    finally:
-        daemon.stop()
-        thread.join(10)
-        loop.close()
 
 
 def fetch(broker: Broker, profile: str) -> None:
@@ -467,31 +479,64 @@ def test_status_says_what_the_aws_cli_would_do_differently(world: World, tmp_pat
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in world.proxy.environment().items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", world.temporary["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", world.temporary["secret"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", world.temporary["token"])
     case = Case("notes", world.fill(
         f"{ROLE}source_profile = alice\nduration_seconds = 1h\nendpoint_url = {LOCAL}/own\n"
-        f"[profile cn]\nrole_arn = {CN_ROLE}\nsource_profile = cnkeys\n[profile cnkeys]\nregion = cn-north-1\n"),
-        f"[alice]\n{KEYS}[cnkeys]\n{KEYS}")
+        f"[profile cn]\nrole_arn = {CN_ROLE}\nsource_profile = cnkeys\n[profile cnkeys]\nregion = cn-north-1\n"
+        f"[profile env]\nrole_arn = {DEV_ROLE}\ncredential_source = Environment\nduration_seconds = 7200\n"
+        f"region = eu-west-1\n"), f"[alice]\n{KEYS}[cnkeys]\n{CN_KEYS}")
     files = write_files(world, case, tmp_path / "aws")
-    settings = DaemonSettings(files=files, runtime_dir=tmp_path / "run", state_dir=tmp_path / "state", port=0)
-    daemon = Daemon(settings, clock=world.clock)
-    loop, thread = serve_in_thread(daemon)
-    try:
-        broker = Broker(tmp_path, world.clock, world.sts, daemon, loop, thread, files)
-        rows = {row["profile"]: row for row in broker.control().request("GET", "/v1/status")["profiles"]}
-        dev_notes, cn_notes = " ".join(rows["dev"]["notes"]), " ".join(rows["cn"]["notes"])
-        assert "duration_seconds = '1h' is not a whole number of seconds: using 3600" in dev_notes
-        assert "signed for us-east-1" in dev_notes and "You must specify a region" in dev_notes
-        assert "region cn-north-1 comes from source profile 'cnkeys'" in cn_notes
-    finally:
-        daemon.stop()
-        thread.join(10)
-        loop.close()
+    world.new_clock()
+    with running_daemon(world, files, tmp_path / "broker") as broker:
+        fetch(broker, "env")  # its helper's keys turn out temporary only now
+        rows = status_rows(broker)
+    dev_notes, cn_notes, env_notes = (" ".join(rows[name]["notes"]) for name in ("dev", "cn", "env"))
+    assert "duration_seconds = '1h' is not a whole number of seconds: using 3600" in dev_notes
+    assert "signed for us-east-1" in dev_notes and "You must specify a region" in dev_notes
+    assert "region cn-north-1 comes from source profile 'cnkeys'" in cn_notes
+    assert "duration_seconds 7200 capped to 3600 (its source gave temporary credentials" in env_notes
+    assert rows["env"]["duration"] == 7200 and "capped" not in dev_notes + cn_notes
+
+
+def test_ended_temporary_source_keys_say_who_renews_them(world: World, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in world.proxy.environment().items():
+        monkeypatch.setenv(name, value)
+    stale = TEMP.replace("{TMP_TOKEN}", "a-token-that-has-ended")
+    files = write_files(world, Case("stale", f"{ROLE}source_profile = saml\nregion = eu-west-1\n",
+                                    f"[saml]\n{stale}"), tmp_path / "aws")
+    world.new_clock()
+    with running_daemon(world, files, tmp_path / "broker") as broker:
+        with pytest.raises(DaemonError) as refused:
+            fetch(broker, "dev")
+    assert refused.value.code == "StsDenied"
+    assert "aws_session_token" in refused.value.message and "saml2aws" in refused.value.message
+    assert "a-token-that-has-ended" not in refused.value.message
+
+
+def test_a_name_with_a_space_reaches_botocores_container_provider(world: World, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in world.proxy.environment().items():
+        monkeypatch.setenv(name, value)
+    files = write_files(world, Case("space", f"[profile \"my profile\"]\nrole_arn = {DEV_ROLE}\n"
+                                             "source_profile = alice\nregion = eu-west-1\n", f"[alice]\n{KEYS}"),
+                        tmp_path / "aws")
+    world.new_clock()
+    with running_daemon(world, files, tmp_path / "broker") as broker:
+        described = broker.control().request("GET", f"/v1/profiles/{urllib.parse.quote('my profile', safe='')}/env")
+        url = described["set"]["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
+        assert url.endswith("/v1/credentials/my%20profile")
+        provider = botocore.credentials.ContainerProvider(environ={
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI": url, "AWS_CONTAINER_AUTHORIZATION_TOKEN": broker.token("my profile")})
+        credentials = provider.load()
+        assert credentials is not None and credentials.get_frozen_credentials().access_key.startswith("ASIA")
 
 
 def test_a_name_botocore_accepts_but_a_url_cannot_carry_is_marked_in_status(world: World, tmp_path: Path) -> None:
     case = Case("slash", f"[profile team/dev]\nrole_arn = {DEV_ROLE}\nsource_profile = alice\n", f"[alice]\n{KEYS}")
     files = write_files(world, case, tmp_path / "aws")
-    from broker.config import load_config
     config = load_config(files)
     assert "team/dev" not in config.plans
     assert "cannot serve this name" in config.errors["team/dev"]
