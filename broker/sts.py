@@ -235,6 +235,12 @@ class translate_errors:
             code = str(error.get("Code", "Unknown"))
             message = str(error.get("Message", "")).strip()
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if code == "AccessDenied" and "unable to validate MFA code" in message:
+                return MfaCodeRejected(
+                    f"STS could not check the MFA code for profile {profile!r} ({message}) STS checks a code "
+                    "only against the IAM user whose long-term keys sign the call: check mfa_serial, and put it "
+                    "on the profile whose source_profile holds that user's keys."
+                )
             if code == "AccessDenied" and "MultiFactorAuthentication" in message:
                 return MfaCodeRejected(
                     f"STS rejected the MFA code ({message}) Each code works once: wait for the next "

@@ -540,3 +540,23 @@ def test_a_name_botocore_accepts_but_a_url_cannot_carry_is_marked_in_status(worl
     config = load_config(files)
     assert "team/dev" not in config.plans
     assert "cannot serve this name" in config.errors["team/dev"]
+
+
+def test_an_mfa_code_on_a_second_hop_is_sent_and_a_refusal_explained(world: World, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in world.proxy.environment().items():
+        monkeypatch.setenv(name, value)
+    files = write_files(world, Case("hop", f"[profile base]\nrole_arn = {BASE_ROLE}\nsource_profile = alice\n"
+                                           f"{ROLE}source_profile = base\nmfa_serial = {MFA_SERIAL}\n",
+                                    f"[alice]\n{KEYS}"), tmp_path / "aws")
+    world.new_clock()
+    world.sts.take()
+    with running_daemon(world, files, tmp_path / "broker") as broker:
+        assert status_rows(broker)["dev"]["login_required"]
+        with pytest.raises(DaemonError) as refused:
+            broker.login("dev", world.next_code())
+    assert refused.value.code == "MfaCodeRejected"
+    assert "only against the IAM user whose long-term keys sign the call" in refused.value.message
+    sent = world.normalize(world.sts.take())
+    assert [(c.role, c.signer, c.serial, c.code) for c in sent] == [
+        (BASE_ROLE, "alice-keys", None, False), (DEV_ROLE, f"role:{BASE_ROLE}", MFA_SERIAL, True)]
