@@ -463,6 +463,8 @@ def test_rolebroker_sends_what_botocore_sends(world: World, case: Case, tmp_path
     assert sent == expected, (f"\nbotocore ({oracle_outcome}) sent:\n  " + "\n  ".join(map(str, oracle))
                               + f"\nrolebroker ({broker_outcome}) sent:\n  " + "\n  ".join(map(str, sent)))
     assert "WRONG" not in {c.token for c in sent}
+    if not expected:  # nothing sent must be a refusal the user sees, not a daemon that never asked
+        assert broker_outcome != "ok" and oracle_outcome != "ok", (oracle_outcome, broker_outcome)
 
 
 def test_every_allowed_difference_is_named_in_the_readme() -> None:
