@@ -13,6 +13,7 @@ import dataclasses
 import concurrent.futures
 import functools
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -704,6 +705,10 @@ class SessionManager:
 
     def _endpoint_notes(self, plan: ProfilePlan) -> list[str]:
         if plan.region is not None:
+            environment = os.environ.get("AWS_DEFAULT_REGION")
+            if environment and environment != plan.region:
+                return [f"region {plan.region} of the profile is used, not AWS_DEFAULT_REGION={environment} of "
+                        "the daemon's environment (which the AWS CLI would prefer)"]
             return []  # only a profile without a region can lack one to sign for
         try:
             endpoint = self.sts.endpoint(plan.name, plan.region)

@@ -494,12 +494,16 @@ def test_status_says_what_the_aws_cli_would_do_differently(world: World, tmp_pat
     with running_daemon(world, files, tmp_path / "broker") as broker:
         fetch(broker, "env")  # its helper's keys turn out temporary only now
         rows = status_rows(broker)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+        env_with_region = " ".join(status_rows(broker)["env"]["notes"])
     dev_notes, cn_notes, env_notes = (" ".join(rows[name]["notes"]) for name in ("dev", "cn", "env"))
     assert "duration_seconds = '1h' is not a whole number of seconds: using 3600" in dev_notes
     assert "signed for us-east-1" in dev_notes and "You must specify a region" in dev_notes
     assert "region cn-north-1 comes from source profile 'cnkeys'" in cn_notes
     assert "duration_seconds 7200 capped to 3600 (its source gave temporary credentials" in env_notes
     assert rows["env"]["duration"] == 7200 and "capped" not in dev_notes + cn_notes
+    assert "AWS_DEFAULT_REGION" not in env_notes
+    assert "region eu-west-1 of the profile is used, not AWS_DEFAULT_REGION=eu-central-1" in env_with_region
 
 
 def test_ended_temporary_source_keys_say_who_renews_them(world: World, tmp_path: Path,
