@@ -43,6 +43,13 @@ class Request:
     path: str
     status: int
 
+    def __repr__(self) -> str:
+        # A refused code may still be valid for its 30 s window: masked, as StsCall does.
+        shown = {k: ("******" if k == "TokenCode" else v) for k, v in self.params.items()}
+        return (f"Request(action={self.action!r}, params={shown!r}, key_id={self.key_id!r}, "
+                f"token={'set' if self.token else None}, host={self.host!r}, path={self.path!r}, "
+                f"status={self.status!r})")
+
 
 class _RecordingHandler(sts_double._Handler):
     def _serve(self) -> None:
