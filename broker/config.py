@@ -19,6 +19,7 @@ import botocore.session
 
 from broker.configfiles import ConfigFileError, checked_paths
 from broker.models import StaticKeys
+from broker.names import PROFILE_NAME, PROFILE_NAME_RULE
 
 # GetSessionToken accepts 900..129600 s; 12 h is STS's own default.
 DEFAULT_MFA_SESSION_SECONDS = 43200
@@ -57,22 +58,19 @@ class SessionSource:
     # A command that prints a code (a YubiKey, a password manager): the daemon renews
     # the session by itself with it, so no human is needed at all.
     mfa_process: str | None = None
+    # The role profile whose STS client sends GetSessionToken (its region, `services`,
+    # endpoint_url): botocore sends every call of a profile where that profile points.
+    via: str | None = None
 
-
-@dataclass(frozen=True)
-class DirectSource:
-    """The direct strategy: AssumeRole from long-term keys with the MFA code itself, for
-    accounts whose policies deny session-token credentials or check MFA age. Each
-    renewal needs a fresh code, so without `mfa_process` it lasts one role session."""
-
-    key: MfaSessionKey
-    keys: StaticKeys
-    mfa_process: str | None = None
+    @property
+    def sts_profile(self) -> str:
+        return self.via or self.key.source_profile
 
 
 @dataclass(frozen=True)
 class StaticSource:
-    """Long-term keys used directly (no MFA anywhere in the chain)."""
+    """Keys from the files used as they are: long-term keys with no MFA anywhere in the
+    chain, or temporary keys (with aws_session_token), which cannot buy an MFA session."""
 
     profile: str
     keys: StaticKeys
@@ -94,7 +92,22 @@ class BotocoreSource:
     credential_source: str | None = None
 
 
+@dataclass(frozen=True)
+class DirectSource:
+    """AssumeRole with the MFA code itself. Either the direct strategy (long-term keys, for
+    accounts whose policies deny session-token credentials or check MFA age), or a role
+    profile's own `mfa_serial` over a source that cannot buy an MFA session (another role,
+    temporary keys, credential_source, credential_process, SSO): botocore sends that
+    profile's serial and a code with its AssumeRole, and so do we. Each renewal needs a
+    fresh code, so without `mfa_process` it lasts one role session."""
+
+    key: MfaSessionKey
+    signer: StaticSource | RoleSource | BotocoreSource
+    mfa_process: str | None = None
+
+
 Source = SessionSource | DirectSource | StaticSource | RoleSource | BotocoreSource
+PlainSource = SessionSource | StaticSource | RoleSource | BotocoreSource  # a source profile as it is
 MfaSource = SessionSource | DirectSource
 STRATEGY_KEY = "rolebroker_strategy"
 STRATEGIES = ("session-token", "direct")
@@ -107,10 +120,14 @@ class RolePlan:
     role_arn: str
     source: Source
     requested_duration: int
-    duration: int  # what is asked of STS after the chaining cap
+    # What is asked of STS after the chaining cap. A botocore-resolved source's credentials
+    # are capped when they turn out temporary (SessionManager decides, when it has them).
+    duration: int
     external_id: str | None
     role_session_name: str | None
     region: str | None
+    # Where this profile is read differently from the AWS CLI, for `status`.
+    notes: tuple[str, ...] = ()
 
     @property
     def capped(self) -> bool:
@@ -191,7 +208,10 @@ def load_config(files: ConfigFiles) -> BrokerConfig:
         except ProfileError as exc:
             errors[name] = str(exc)
             continue
-        if plan is not None:
+        if plan is not None and not PROFILE_NAME.fullmatch(name):
+            errors[name] = (f"profile {name!r} in {files.describe()}: rolebroker cannot serve this name "
+                            f"({PROFILE_NAME_RULE}); copy the profile under another name")
+        elif plan is not None:
             plans[name] = plan
     return BrokerConfig(files=files, plans=plans, errors=errors, raw_profiles=profiles)
 
@@ -213,14 +233,14 @@ def _plan_profile(
     if "role_arn" in section:
         return _plan_role(name, profiles, files, chain=(name,))
     keys = _static_keys(section)
-    if keys is None:
-        return None  # SSO, credential_process or region-only profiles: nothing to broker
+    if keys is None or keys.temporary or _resolved_by_botocore(section):
+        return None  # SSO, credential_process, temporary keys or region-only: nothing to broker
     serial = _str(section.get("mfa_serial"))
     if serial is None:
         return None  # plain long-term keys: nothing to broker, and never handed out as they are
     duration = _int_setting(section, MFA_SESSION_KEY, DEFAULT_MFA_SESSION_SECONDS,
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS, where)
-    source = SessionSource(MfaSessionKey(name, serial), keys, duration, _str(section.get("mfa_process")))
+    source = SessionSource(MfaSessionKey(name, serial), keys, duration, _str(section.get("mfa_process")), name)
     return SessionPlan(name=name, source=source, region=region)
 
 
@@ -240,30 +260,44 @@ def _plan_role(
         raise ProfileError(
             f"{where}: role_session_name must be 2-64 characters of letters, digits and +=,.@_-"
         )
-    requested = _int_setting(section, "duration_seconds", DEFAULT_ROLE_SECONDS,
-                             MIN_STS_SECONDS, MAX_ROLE_SECONDS, where)
+    notes: list[str] = []
+    requested = _role_duration(section, where, notes)
     source_name = _str(section.get("source_profile"))
+    credential_source = _str(section.get("credential_source"))
     strategy = _str(section.get(STRATEGY_KEY)) or "session-token"
     if strategy not in STRATEGIES:
         raise ProfileError(f"{where}: {STRATEGY_KEY} = {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if source_name is not None and credential_source is not None:
+        raise ProfileError(f"{where}: it sets both source_profile and credential_source; keep the one that "
+                           "holds your credentials (the AWS CLI refuses this profile too)")
     if source_name is None:
-        credential_source = _str(section.get("credential_source"))
         if credential_source is None:
             raise ProfileError(f"{where}: role_arn needs a source_profile (the profile with your IAM user's keys)")
         if credential_source not in CREDENTIAL_SOURCES:
             raise ProfileError(f"{where}: credential_source = {credential_source!r}; use one of "
                                f"{', '.join(CREDENTIAL_SOURCES)}")
-        source: Source = BotocoreSource(name, credential_source)
+        found: PlainSource = BotocoreSource(name, credential_source)
     else:
-        source = _plan_source(name, source_name, profiles, files, chain)
+        found = _plan_source(name, source_name, profiles, files, chain)
+    own_serial = _str(section.get("mfa_serial"))
+    source: Source = found
     if strategy == "direct":
-        if not isinstance(source, SessionSource):
+        if not isinstance(found, SessionSource):
             raise ProfileError(f"{where}: {STRATEGY_KEY} = direct needs a source_profile with long-term keys "
                                "and an mfa_serial")
-        source = DirectSource(source.key, source.keys, source.mfa_process)
-    # Only long-term keys (or the direct strategy's MFA code) escape the one-hour chaining cap.
-    temporary_source = not isinstance(source, (StaticSource, DirectSource))
-    duration = min(requested, CHAINED_ROLE_CAP_SECONDS) if temporary_source else requested
+        source = DirectSource(found.key, StaticSource(found.key.source_profile, found.keys), found.mfa_process)
+    elif own_serial is not None and not isinstance(found, SessionSource):
+        # botocore sends this profile's mfa_serial and a code with its AssumeRole whatever
+        # signs it; a source that is not an IAM user's long-term keys cannot buy a session.
+        source = DirectSource(MfaSessionKey(source_name or name, own_serial), found,
+                              _str(section.get("mfa_process")))
+    # Only long-term keys escape the one-hour chaining cap.
+    temporary = _signs_temporary(source)
+    duration = min(requested, CHAINED_ROLE_CAP_SECONDS) if temporary else requested
+    region = _str(section.get("region"))
+    if region is None and (region := _inherited_region(source_name, profiles)) is not None:
+        notes.append(f"region {region} comes from source profile {source_name!r} (the AWS CLI would not "
+                     "inherit it): set `region` on this profile to choose another")
     return RolePlan(
         name=name,
         role_arn=role_arn,
@@ -272,14 +306,39 @@ def _plan_role(
         duration=duration,
         external_id=_str(section.get("external_id")),
         role_session_name=session_name,
-        region=_str(section.get("region")) or _inherited_region(source_name, profiles),
+        region=region,
+        notes=tuple(notes),
     )
+
+
+def _signs_temporary(source: Source) -> bool | None:
+    """Whether the credentials signing a role's AssumeRole are temporary (None: known only
+    once botocore has resolved them)."""
+    signer = source.signer if isinstance(source, DirectSource) else source
+    if isinstance(signer, StaticSource):
+        return signer.keys.temporary
+    if isinstance(signer, BotocoreSource):
+        return None
+    return True  # an MFA session or another role
+
+
+def _role_duration(section: Mapping[str, Any], where: str, notes: list[str]) -> int:
+    raw = _str(section.get("duration_seconds"))
+    try:
+        int(raw or "0")
+    except ValueError:
+        # botocore ignores a value it cannot read and lets STS use its default: the profile
+        # works with the AWS CLI, so it works here too, and `status` says why it is an hour.
+        notes.append(f"duration_seconds = {raw!r} is not a whole number of seconds: using "
+                     f"{DEFAULT_ROLE_SECONDS} (as the AWS CLI does); write it in seconds, e.g. 7200")
+        return DEFAULT_ROLE_SECONDS
+    return _int_setting(section, "duration_seconds", DEFAULT_ROLE_SECONDS, MIN_STS_SECONDS, MAX_ROLE_SECONDS, where)
 
 
 def _plan_source(
     name: str, source_name: str, profiles: Mapping[str, Mapping[str, Any]],
     files: ConfigFiles, chain: tuple[str, ...],
-) -> Source:
+) -> PlainSource:
     where = f"profile {name!r} in {files.describe()}"
     if source_name not in profiles:
         raise ProfileError(
@@ -293,7 +352,8 @@ def _plan_source(
         raise ProfileCycle(f"{where}: source_profile cycle {cycle}; one profile in it must hold keys")
     source = profiles[source_name]
     keys = _static_keys(source)
-    if source_name != name and "role_arn" in source and keys is None:
+    has_keys = "aws_access_key_id" in source or "aws_secret_access_key" in source
+    if source_name != name and "role_arn" in source and not has_keys and "web_identity_token_file" not in source:
         try:
             _plan_role(source_name, profiles, files, chain=(*chain, source_name))
         except ProfileCycle:
@@ -301,8 +361,12 @@ def _plan_source(
         except ProfileError as exc:
             raise ProfileError(f"{where}: its source_profile {source_name!r} is broken: {exc}") from None
         return RoleSource(source_name)
-    if keys is None:
+    if keys is None or _resolved_by_botocore(source):
+        # botocore tries SSO and web identity before keys (and credential_process before keys
+        # in the config file): a profile with those is resolved the way botocore resolves it.
         return BotocoreSource(source_name)
+    if keys.temporary:
+        return StaticSource(source_name, keys)  # no MFA session from these: see DirectSource
     serial = _str(profiles[name].get("mfa_serial")) or _str(source.get("mfa_serial"))
     if serial is None:
         return StaticSource(source_name, keys)
@@ -312,7 +376,7 @@ def _plan_source(
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS,
                             f"profile {source_name!r} in {files.describe()}")
     mfa_process = _str(profiles[name].get("mfa_process")) or _str(source.get("mfa_process"))
-    return SessionSource(MfaSessionKey(source_name, serial), keys, duration, mfa_process)
+    return SessionSource(MfaSessionKey(source_name, serial), keys, duration, mfa_process, name)
 
 
 def _inherited_region(source_name: str | None, profiles: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -325,8 +389,15 @@ def _static_keys(section: Mapping[str, Any]) -> StaticKeys | None:
     key_id = _str(section.get("aws_access_key_id"))
     secret = _str(section.get("aws_secret_access_key"))
     if key_id and secret:
-        return StaticKeys(key_id, secret)
+        return StaticKeys(key_id, secret, _str(section.get("aws_session_token")))
     return None
+
+
+def _resolved_by_botocore(section: Mapping[str, Any]) -> bool:
+    """Settings botocore's profile chain prefers over (config-file) keys: SSO, web identity,
+    credential_process."""
+    return any(key.startswith("sso_") or key in ("web_identity_token_file", "credential_process")
+               for key in section)
 
 
 def _str(value: Any) -> str | None:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 
 from broker.channel import is_control
 from broker.errors import BrokerError
-from broker.names import PROFILE_NAME
+from broker.names import PROFILE_NAME, PROFILE_NAME_RULE
 from broker.sessions import SessionManager
 from broker.tokens import TokenStore
 from broker.wire import Message, error_body, response_messages
@@ -75,8 +75,8 @@ class CredentialsEndpoint:
         profile = scope["path"][len(CREDENTIALS_PREFIX):]
         if not PROFILE_NAME.fullmatch(profile):
             # Checked before anything is logged: a name with CR/LF could forge log lines.
-            return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE, with a profile "
-                                   "name of 1-128 letters, digits and _.@+=,:-")
+            return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE, with the profile "
+                                   f"name percent-encoded ({PROFILE_NAME_RULE})")
         if is_control(scope):
             return await self._serve(profile)  # the user's own CLI (credential-process) reads any profile
         token = _header(scope, b"authorization")

@@ -4,6 +4,8 @@ contain a key, a token or a client token."""
 
 from __future__ import annotations
 
+import shlex
+
 
 class BrokerError(Exception):
     code = "BrokerError"
@@ -68,4 +70,5 @@ class CredentialsPending(BrokerError):
 
 
 def login_hint(profile: str) -> str:
-    return f"run `rolebroker login {profile}`"
+    # Quoted as a shell needs it: botocore's profile names may hold spaces.
+    return f"run `rolebroker login {shlex.quote(profile)}`"

@@ -13,10 +13,17 @@ def mask(secret: str) -> str:
 
 @dataclass(frozen=True)
 class StaticKeys:
-    """An IAM user's long-term keys, as read from the user's own config files."""
+    """Keys as read from the user's own config files: an IAM user's long-term keys, or
+    temporary ones with their `aws_session_token` (written by saml2aws, gimme-aws-creds,
+    `aws configure set`...), which must be sent with every call they sign."""
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+    @property
+    def temporary(self) -> bool:
+        return self.session_token is not None
 
     def __repr__(self) -> str:
         return f"StaticKeys(access_key_id={mask(self.access_key_id)!r})"
@@ -45,3 +52,9 @@ class Credentials:
 
 
 SourceSecret = StaticKeys | Credentials
+
+
+def is_temporary(secret: SourceSecret) -> bool:
+    """Temporary credentials sign AssumeRole for at most one hour (role chaining) and can
+    never buy a GetSessionToken session."""
+    return isinstance(secret, Credentials) or secret.temporary

@@ -11,6 +11,7 @@ import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any
 
 import uvicorn
@@ -218,7 +219,8 @@ class Daemon:
 
     def endpoint_url(self, profile: str, address: str = "127.0.0.1", port: int | None = None) -> str:
         host = f"[{address}]" if ":" in address else address
-        return f"http://{host}:{port or self.port}{CREDENTIALS_PREFIX}{profile}"
+        # Percent-encoded: botocore's profile names may hold spaces and other URL syntax.
+        return f"http://{host}:{port or self.port}{CREDENTIALS_PREFIX}{quote(profile, safe='')}"
 
     def container_listener(self) -> tuple[str, int] | None:
         """The link-local listener bridged containers can reach, if the daemon has one."""

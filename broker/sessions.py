@@ -13,6 +13,7 @@ import dataclasses
 import concurrent.futures
 import functools
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from cachetools import TLRUCache
 
 from broker.clock import Clock
 from broker.config import (
+    CHAINED_ROLE_CAP_SECONDS,
     BotocoreSource,
     BrokerConfig,
     DirectSource,
@@ -47,7 +49,7 @@ from broker.errors import (
     login_hint,
 )
 from broker.mfa import next_window, run_mfa_process
-from broker.models import Credentials, SourceSecret
+from broker.models import Credentials, SourceSecret, is_temporary
 from broker.refresh import RefreshPolicy
 from broker.sts import StsGateway
 from broker.wire import Message, credentials_body, response_messages
@@ -136,6 +138,9 @@ class SessionManager:
         self._serving: dict[str, Issued] = {}
         self._mfa: TLRUCache[MfaSessionKey, MfaSession] = TLRUCache(MAX_SESSIONS, ttu=_expiry_of, timer=clock.now)
         self._state: dict[str, ProfileState] = {}
+        # Profiles whose botocore-resolved source gave temporary credentials: their role is
+        # asked for the one hour STS allows (profile -> the duration asked).
+        self._capped: dict[str, int] = {}
         self._inflight: dict[object, asyncio.Task[object]] = {}
         self._warned: set[tuple[MfaSessionKey, float]] = set()
         # The last code each MFA device gave, and when its window ends: a code is good once.
@@ -235,6 +240,7 @@ class SessionManager:
         self._serving.pop(name, None)
         self._state.pop(name, None)
         self._generation[name] = self._generation.get(name, 0) + 1
+        self._capped.pop(name, None)
         self._inflight.pop(name, None)  # a call already in flight finishes, but stores nothing
 
     async def _obtain(self, plan: ProfilePlan) -> Issued:
@@ -303,7 +309,8 @@ class SessionManager:
         source = await self._source_secret(plan.source, plan.name)
         try:
             return await self._run(self.sts.assume_role, plan.name, source, plan.role_arn,
-                                   self._session_name(plan), plan.duration, plan.external_id, plan.region)
+                                   self._session_name(plan), self._duration(plan, source), plan.external_id,
+                                   plan.region)
         except LoginRequired:
             # STS says the MFA session ended early (revoked, or the clock was off): forget it,
             # unless a login replaced it while this call was in flight.
@@ -322,8 +329,19 @@ class SessionManager:
             raise
 
     async def _assume_direct(self, plan: RolePlan, source: DirectSource, code: str) -> Credentials:
-        return await self._run(self.sts.assume_role, plan.name, source.keys, plan.role_arn, self._session_name(plan),
-                               plan.duration, plan.external_id, plan.region, source.key.mfa_serial, code)
+        signer = await self._source_secret(source.signer, plan.name)
+        return await self._run(self.sts.assume_role, plan.name, signer, plan.role_arn, self._session_name(plan),
+                               self._duration(plan, signer), plan.external_id, plan.region,
+                               source.key.mfa_serial, code)
+
+    def _duration(self, plan: RolePlan, signer: SourceSecret) -> int:
+        """The plan's duration, capped at one hour when the signer turned out temporary
+        (a credential_process or credential_source can give either kind)."""
+        if plan.duration > CHAINED_ROLE_CAP_SECONDS and is_temporary(signer):
+            self._capped[plan.name] = plan.duration
+            return CHAINED_ROLE_CAP_SECONDS
+        self._capped.pop(plan.name, None)
+        return plan.duration
 
     def _session_name(self, plan: RolePlan) -> str:
         return plan.role_session_name or f"rolebroker-{int(self.clock.now())}"
@@ -390,9 +408,10 @@ class SessionManager:
             else:  # a typed code goes to STS, which judges it; mfa_process must not reuse it
                 self._remember_code(source.key.mfa_serial, code)
         logouts = self._logouts
+        # Sent where the role profile's own STS client goes (its region, services, endpoint_url).
         credentials = await self._run(
-            self.sts.get_session_token, source.key.source_profile, source.keys, source.duration,
-            source.key.mfa_serial, code, self._region_of(source.key.source_profile), login_profile,
+            self.sts.get_session_token, source.sts_profile, source.keys, source.duration,
+            source.key.mfa_serial, code, self._region_of(source.sts_profile), login_profile,
         )
         if self._logouts != logouts:  # the user logged out while STS answered: honour that
             hint = login_hint(login_profile or source.key.source_profile)
@@ -500,13 +519,14 @@ class SessionManager:
         plan = self.plan(profile)
         root = self.root_session_source(plan)
         if isinstance(root, SessionSource) and root.key.mfa_serial:
-            affected = self.profiles_using(root.key)
+            served = set(self.profiles_using(root.key))
             self._mfa.pop(root.key, None)
             self._logouts += 1
         else:
-            # A direct-strategy or keys-only profile: it alone, and the chains built on it.
-            affected = sorted({profile} | {name for name, other in self.config.plans.items()
-                                           if profile in self._chain(other)})
+            served = {profile}  # a direct-strategy or keys-only profile
+        # ... and every profile built on those (chains, and roles assumed with a code from them).
+        affected = sorted(served | {name for name, other in self.config.plans.items()
+                                    if served & set(self._dependencies(other))})
         for name in affected:
             self._forget(name)
         return affected
@@ -600,13 +620,25 @@ class SessionManager:
                    if old.plans.get(name) != config.plans.get(name)}
         # A chained profile depends on its source's credentials: drop it with the source.
         for name, plan in config.plans.items():
-            if any(link in changed for link in self._chain(plan)):
+            if any(link in changed for link in self._dependencies(plan)):
                 changed.add(name)
         # MFA sessions no profile refers to any more are kept until they expire (or a logout):
         # an editor's half-saved file must not throw away a session a human typed a code for.
         for name in changed:
             self._forget(name)
         return sorted(changed)
+
+    def _dependencies(self, plan: ProfilePlan) -> list[str]:
+        """Every role profile whose credentials sign this profile's calls, nearest first."""
+        links: list[str] = []
+        current: ProfilePlan | None = plan
+        while isinstance(current, RolePlan):
+            source = current.source.signer if isinstance(current.source, DirectSource) else current.source
+            if not isinstance(source, RoleSource) or source.profile in links:
+                break
+            links.append(source.profile)
+            current = self.config.plans.get(source.profile)
+        return links
 
     def _chain(self, plan: ProfilePlan) -> list[str]:
         links: list[str] = []
@@ -646,6 +678,12 @@ class SessionManager:
             if isinstance(plan, RolePlan) and plan.capped:
                 notes.append(f"duration_seconds {plan.requested_duration} capped to {plan.duration} "
                              "(STS limits roles assumed from session credentials to 1 hour)")
+            if name in self._capped:
+                notes.append(f"duration_seconds {self._capped[name]} capped to {CHAINED_ROLE_CAP_SECONDS} (its "
+                             "source gave temporary credentials: STS limits roles assumed from them to 1 hour)")
+            if isinstance(plan, RolePlan):
+                notes.extend(plan.notes)
+            notes.extend(self._endpoint_notes(plan))
             rows.append(ProfileStatus(
                 profile=name,
                 kind="role" if isinstance(plan, RolePlan) else "session",
@@ -664,6 +702,22 @@ class SessionManager:
                 notes=notes,
             ))
         return rows
+
+    def _endpoint_notes(self, plan: ProfilePlan) -> list[str]:
+        if plan.region is not None:
+            environment = os.environ.get("AWS_DEFAULT_REGION")
+            if environment and environment != plan.region:
+                return [f"region {plan.region} of the profile is used, not AWS_DEFAULT_REGION={environment} of "
+                        "the daemon's environment (which the AWS CLI would prefer)"]
+            return []  # only a profile without a region can lack one to sign for
+        try:
+            endpoint = self.sts.endpoint(plan.name, plan.region)
+        except Exception:  # a profile botocore cannot make a client for: its STS call says why
+            return []
+        if not endpoint.region_fallback:
+            return []
+        return [f"no region for {endpoint.url}: calls are signed for {endpoint.region} (the AWS CLI "
+                "would stop with 'You must specify a region'); set `region` on the profile"]
 
     def close(self) -> None:
         self._roles.clear()

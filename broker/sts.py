@@ -3,14 +3,15 @@
 
 Clients are built by botocore from the user's own config, so the endpoint is found
 the way every AWS tool finds it: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, a
-`services` section, the profile's `endpoint_url`, the profile's region.
+`services` section, the profile's `endpoint_url`, the profile's region (no region at
+all: STS's global endpoint, as the AWS CLI picks it).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import botocore.config
 import botocore.exceptions
@@ -58,6 +59,16 @@ class StsGateway(Protocol):
 
     def resolve_source(self, profile: str, credential_source: str | None = None) -> SourceSecret: ...
 
+    def endpoint(self, profile: str, region: str | None) -> StsEndpoint: ...
+
+
+class StsEndpoint(NamedTuple):
+    url: str
+    region: str
+    # An endpoint URL and no region anywhere: the AWS CLI stops ("You must specify a
+    # region"); we sign for us-east-1, which every STS-compatible endpoint accepts.
+    region_fallback: bool
+
 
 class BotocoreSts:
     """StsGateway on botocore, configured by the user's AWS config files."""
@@ -69,27 +80,51 @@ class BotocoreSts:
         # does) under a lock, since sessions are not thread-safe. Clients are.
         self._session: botocore.session.Session | None = None
         self._lock = threading.Lock()
+        self._endpoints: dict[tuple[str, str | None], StsEndpoint] = {}
 
     def reset(self) -> None:
         """Forget the cached session (it holds the parsed config files)."""
         with self._lock:
             self._session = None
+            self._endpoints = {}
 
     def _client(self, profile: str, secret: SourceSecret, region: str | None) -> Any:
-        token = secret.session_token if isinstance(secret, Credentials) else None
+        return self._client_and_fallback(profile, secret, region)[0]
+
+    def _client_and_fallback(self, profile: str, secret: SourceSecret, region: str | None) -> tuple[Any, bool]:
+        # Temporary keys sign with their token, wherever they came from (the files, a helper).
+        token = secret.session_token
         with self._lock:
             if self._session is None:
                 self._session = new_botocore_session(self.files)
             session = self._session
             session.set_config_variable("profile", profile)
-            return session.create_client(
-                "sts",
-                region_name=region or session.get_config_variable("region") or FALLBACK_REGION,
-                aws_access_key_id=secret.access_key_id,
-                aws_secret_access_key=secret.secret_access_key,
-                aws_session_token=token,
-                config=CLIENT_CONFIG,
-            )
+            # A profile's own region beats AWS_DEFAULT_REGION (the daemon's environment is
+            # not the shell the user types `aws` in); no region at all: the global endpoint.
+            wanted = region or session.get_config_variable("region")
+            client = self._create(session, wanted, secret.access_key_id, secret.secret_access_key, token)
+            if client.meta.region_name is not None:
+                return client, False
+            # An endpoint URL but no region to sign for (see StsEndpoint.region_fallback).
+            return self._create(session, FALLBACK_REGION, secret.access_key_id,
+                                secret.secret_access_key, token), True
+
+    @staticmethod
+    def _create(session: botocore.session.Session, region: str | None, key: str, secret: str,
+                token: str | None) -> Any:
+        return session.create_client("sts", region_name=region, aws_access_key_id=key,
+                                     aws_secret_access_key=secret, aws_session_token=token,
+                                     config=CLIENT_CONFIG)
+
+    def endpoint(self, profile: str, region: str | None) -> StsEndpoint:
+        """Where this profile's STS calls go, and the region they are signed for."""
+        known = self._endpoints.get((profile, region))
+        if known is None:
+            client, fallback = self._client_and_fallback(profile, StaticKeys("AKIDENDPOINTPROBE000", "unused"),
+                                                         region)
+            known = self._endpoints[(profile, region)] = StsEndpoint(client.meta.endpoint_url,
+                                                                     client.meta.region_name, fallback)
+        return known
 
     def get_session_token(self, profile: str, keys: StaticKeys, duration: int,
                           serial: str | None, code: str | None, region: str | None,
@@ -111,7 +146,9 @@ class BotocoreSts:
             params.update(SerialNumber=serial, TokenCode=code or "")
         if external_id:
             params["ExternalId"] = external_id
-        with translate_errors(profile, "AssumeRole"):
+        # Temporary keys from the files (or a helper) end on their own: their owner renews them.
+        temporary_keys = isinstance(source, StaticKeys) and source.temporary
+        with translate_errors(profile, "AssumeRole", temporary_keys):
             response = self._client(profile, source, region).assume_role(**params)
         account = role_arn.split(":")[4]
         return _credentials(response["Credentials"], account)
@@ -123,7 +160,7 @@ class BotocoreSts:
             if credential_source is not None:
                 resolved = _credential_source_provider(credential_source).load()
             else:
-                resolved = new_botocore_session(self.files, profile).get_credentials()
+                resolved = _profile_credentials(new_botocore_session(self.files, profile), profile)
         except Exception as exc:  # a helper's output is never echoed: it may hold a secret
             raise ProfileConfigError(
                 f"profile {profile!r}: botocore could not load its credentials ({type(exc).__name__}); "
@@ -132,11 +169,20 @@ class BotocoreSts:
             raise ProfileConfigError(f"profile {profile!r} has no credentials botocore can find; "
                                      "give it keys, credential_process or sso settings")
         frozen = resolved.get_frozen_credentials()
-        if frozen.token:
-            expiry = getattr(resolved, "_expiry_time", None)
-            expiration = expiry.timestamp() if expiry is not None else float("inf")
-            return Credentials(frozen.access_key, frozen.secret_key, frozen.token, expiration)
-        return StaticKeys(frozen.access_key, frozen.secret_key)
+        expiry = getattr(resolved, "_expiry_time", None)
+        if frozen.token and expiry is not None:
+            return Credentials(frozen.access_key, frozen.secret_key, frozen.token, expiry.timestamp())
+        return StaticKeys(frozen.access_key, frozen.secret_key, frozen.token or None)
+
+
+def _profile_credentials(session: botocore.session.Session, profile: str) -> Any:
+    """A source profile's credentials as botocore's AssumeRoleProvider finds them: its
+    profile providers in botocore's order (web identity, SSO, credentials file, process,
+    config file), never the environment's keys."""
+    import botocore.credentials as providers
+
+    chain = providers.ProfileProviderBuilder(session).providers(profile_name=profile, disable_env_vars=True)
+    return providers.CredentialResolver(chain).load_credentials()
 
 
 def _credential_source_provider(name: str) -> Any:
@@ -165,9 +211,10 @@ def _credentials(raw: dict[str, Any], account: str | None) -> Credentials:
 class translate_errors:
     """Turns botocore's exceptions into BrokerErrors with plain-words messages."""
 
-    def __init__(self, profile: str, action: str) -> None:
+    def __init__(self, profile: str, action: str, temporary_keys: bool = False) -> None:
         self.profile = profile
         self.action = action
+        self.temporary_keys = temporary_keys
 
     def __enter__(self) -> None:
         return None
@@ -188,10 +235,22 @@ class translate_errors:
             code = str(error.get("Code", "Unknown"))
             message = str(error.get("Message", "")).strip()
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if code == "AccessDenied" and "unable to validate MFA code" in message:
+                return MfaCodeRejected(
+                    f"STS could not check the MFA code for profile {profile!r} ({message}) STS checks a code "
+                    "only against the IAM user whose long-term keys sign the call: check mfa_serial, and put it "
+                    "on the profile whose source_profile holds that user's keys."
+                )
             if code == "AccessDenied" and "MultiFactorAuthentication" in message:
                 return MfaCodeRejected(
                     f"STS rejected the MFA code ({message}) Each code works once: wait for the next "
                     f"code and {login_hint(profile)} again."
+                )
+            if self.temporary_keys and (code == "ExpiredToken" or code in BAD_KEY_CODES):
+                return StsDenied(
+                    f"STS does not accept the temporary keys behind profile {profile!r} ({code}): their "
+                    "aws_session_token has ended or does not match; renew them with the tool that wrote "
+                    "them (saml2aws, aws-azure-login, gimme-aws-creds, `aws configure set`)"
                 )
             if code == "ExpiredToken":
                 return LoginRequired(f"the MFA session behind profile {profile!r} has ended: {login_hint(profile)}")

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from broker.names import PROFILE_NAME, token_name_part
 from broker import __version__
+from broker.names import PROFILE_NAME, PROFILE_NAME_RULE, token_name_part
 from broker.runtime import DEFAULT_PORT, configured_port, write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
 from clients.durations import parse_duration
@@ -33,7 +33,7 @@ def profile_name(text: str) -> str:
     """argparse type: the daemon serves only names it can put in a URL path segment."""
     if not PROFILE_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a profile name rolebroker can serve: use 1-128 letters, digits and _.@+=,:-")
+            f"{text!r} is not a profile name rolebroker can serve ({PROFILE_NAME_RULE})")
     return text
 
 

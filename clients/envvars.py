@@ -28,7 +28,7 @@ SHADOWING_VARIABLES = (
 # The hosts every SDK accepts over plain http: loopback and the container link-local addresses.
 _ENDPOINT = re.compile(
     r"http://(?P<host>127\.0\.0\.1|\[::1\]|169\.254\.170\.2|169\.254\.170\.23|\[fd00:ec2::23\])"
-    r":(?P<port>[0-9]{1,5})/v1/credentials/[A-Za-z0-9_.@+=,:%-]{1,384}"
+    r":(?P<port>[0-9]{1,5})/v1/credentials/[A-Za-z0-9_.~@+=,:%-]{1,384}"
 )
 _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
 _TOKEN = re.compile(r"rbt_[A-Za-z0-9_-]{20,200}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from broker.config import (
-    BotocoreSource, ConfigFileError, ConfigFiles, RolePlan, RoleSource, SessionPlan, SessionSource, StaticSource,
+    BotocoreSource, ConfigFileError, DirectSource, ConfigFiles, RolePlan, RoleSource, SessionPlan, SessionSource, StaticSource,
     load_config,
 )
 from tests.harness import ALICE_KEY, ALICE_SECRET, CONFIG_LAYOUT, CREDENTIALS_LAYOUT, DEV_ROLE, MFA_SERIAL
@@ -97,8 +97,8 @@ credential_source = Environment
     ("[dev]\nrole_arn = arn:aws:iam::12:role/x\nsource_profile = dev\n", "dev", "is not a role ARN"),
     (f"[k]\n{KEYS}[dev]\nrole_arn = {DEV_ROLE}\nsource_profile = k\nduration_seconds = 60\n",
      "dev", "duration_seconds = 60 is out of range; use 900 to 43200"),
-    (f"[k]\n{KEYS}[dev]\nrole_arn = {DEV_ROLE}\nsource_profile = k\nduration_seconds = soon\n",
-     "dev", "is not a whole number"),
+    (f"[k]\n{KEYS}[dev]\nrole_arn = {DEV_ROLE}\nsource_profile = k\ncredential_source = Environment\n",
+     "dev", "both source_profile and credential_source"),
     (f"[dev]\nrole_arn = {DEV_ROLE}\n", "dev", "needs a source_profile"),
     (f"[k]\n{KEYS}mfa_serial = {MFA_SERIAL}\nrolebroker_mfa_session_seconds = 200000\n", "k", "use 900 to 129600"),
 ])
@@ -110,6 +110,44 @@ def test_broken_profiles_are_reported_and_the_rest_served(
     assert f"profile {profile!r}" in config.errors[profile]
     assert "credentials" in config.errors[profile]  # names the file
     assert "ok" in config.plans
+
+
+def test_an_unreadable_duration_is_ignored_as_the_aws_cli_does_and_said_in_a_note(tmp_path: Path) -> None:
+    config = load_config(files_with(tmp_path, credentials=f"""
+[k]
+{KEYS}
+[dev]
+role_arn = {DEV_ROLE}
+source_profile = k
+duration_seconds = 1h
+"""))
+    dev = config.plans["dev"]
+    assert isinstance(dev, RolePlan) and dev.duration == 3600
+    assert any("duration_seconds = '1h' is not a whole number" in note for note in dev.notes)
+
+
+def test_temporary_source_keys_keep_their_token_and_never_buy_a_session(tmp_path: Path) -> None:
+    config = load_config(files_with(tmp_path, credentials=f"""
+[saml]
+aws_access_key_id = ASIASAML000000000001
+aws_secret_access_key = secret
+aws_session_token = the-token
+mfa_serial = {MFA_SERIAL}
+[dev]
+role_arn = {DEV_ROLE}
+source_profile = saml
+duration_seconds = 7200
+[strict]
+role_arn = {DEV_ROLE}
+source_profile = saml
+mfa_serial = {MFA_SERIAL}
+"""))
+    dev, strict = config.plans["dev"], config.plans["strict"]
+    assert isinstance(dev, RolePlan) and isinstance(dev.source, StaticSource)
+    assert dev.source.keys.session_token == "the-token" and dev.duration == 3600
+    assert "saml" not in config.plans  # its mfa_serial cannot buy a session from temporary keys
+    assert isinstance(strict, RolePlan) and isinstance(strict.source, DirectSource)
+    assert strict.source.signer == dev.source and strict.source.key.mfa_serial == MFA_SERIAL
 
 
 def test_syntax_error_names_the_file(tmp_path: Path) -> None:
