@@ -24,12 +24,22 @@ def run_mfa_process(command: str, profile: str, timeout: float = PROCESS_TIMEOUT
     except OSError as exc:
         raise ProfileConfigError(f"profile {profile!r}: cannot run mfa_process ({exc.strerror})") from None
     if result.returncode != 0:
-        raise ProfileConfigError(f"profile {profile!r}: mfa_process exited with status {result.returncode}; "
-                                 "run it by hand to see why")
+        said = first_line(result.stderr)
+        raise ProfileConfigError(f"profile {profile!r}: mfa_process exited with status {result.returncode}"
+                                 + (f" saying: {said}" if said else "; run it by hand to see why"))
     lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     if not lines or not CODE.match(lines[-1]):
         raise ProfileConfigError(f"profile {profile!r}: mfa_process must print a six-digit code on its last line")
     return lines[-1]
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    """What a failing helper said, fit for a log line and a status cell: its first non-empty
+    line, control characters dropped, anything shaped like a code masked, cut to `limit`."""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = re.sub(r"[\x00-\x1f\x7f]", "", line)
+    line = re.sub(r"(?<![0-9])[0-9]{6,8}(?![0-9])", "******", line)
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def next_window(now: float) -> float:

@@ -97,6 +97,23 @@ def test_a_broken_mfa_process_is_reported_not_fatal(tmp_path: Path) -> None:
         broker.stop()
 
 
+def test_a_failing_mfa_process_says_what_it_printed_without_codes(tmp_path: Path) -> None:
+    helper = "echo 'ykman: no YubiKey found; last code 123456 rejected' >&2; echo 654321; exit 1"
+    layout = {"credentials": CONFIG_LAYOUT["credentials"],
+              "config": CONFIG_LAYOUT["config"].replace(
+                  f"mfa_serial = {MFA_SERIAL}", f"mfa_serial = {MFA_SERIAL}\nmfa_process = {helper}")}
+    broker = start_broker(tmp_path, layout)
+    try:
+        broker.raw_get("dev", broker.token("dev"))
+        broker.settle()
+        status, _, body = broker.raw_get("dev", broker.token("dev"))
+        assert status == 403
+        assert "exited with status 1 saying: ykman: no YubiKey found; last code ****** rejected" in body["message"]
+        assert "123456" not in body["message"] and "654321" not in body["message"]
+    finally:
+        broker.stop()
+
+
 DIRECT_LAYOUT = {
     "credentials": f"[alice]\n{KEYS}",
     "config": f"""
