@@ -349,7 +349,16 @@ def _plan_source(
     if source_name in chain and not own_keys:
         cycle = " -> ".join((*chain, source_name))
         where = f"profile {chain[0]!r} in {files.describe()}"
-        raise ProfileCycle(f"{where}: source_profile cycle {cycle}; one profile in it must hold keys")
+        holders = [p for p in dict.fromkeys(chain) if _static_keys(profiles.get(p, {})) is not None]
+        if holders:
+            # Keys on a profile that also has role_arn are its source's keys only when its
+            # source_profile is itself: otherwise the AWS CLI assumes its role, round and round.
+            fix = (f"{', '.join(map(repr, holders))} holds keys but also a role_arn, so it is used as a role; "
+                   "give it `source_profile = " + holders[0] + "` (its own keys), or move the keys to a "
+                   "profile without role_arn")
+        else:
+            fix = "one profile in it must hold keys"
+        raise ProfileCycle(f"{where}: source_profile cycle {cycle}; {fix}")
     source = profiles[source_name]
     keys = _static_keys(source)
     has_keys = "aws_access_key_id" in source or "aws_secret_access_key" in source

@@ -94,6 +94,8 @@ credential_source = Environment
     (f"[dev]\nrole_arn = {DEV_ROLE}\nsource_profile = nobody\n", "dev", "source_profile 'nobody' does not exist"),
     (f"[a]\nrole_arn = {DEV_ROLE}\nsource_profile = b\n[b]\nrole_arn = {DEV_ROLE}\nsource_profile = a\n",
      "a", "source_profile cycle a -> b -> a"),
+    (f"[a]\n{KEYS}role_arn = {DEV_ROLE}\nsource_profile = b\n[b]\nrole_arn = {DEV_ROLE}\nsource_profile = a\n",
+     "a", "'a' holds keys but also a role_arn, so it is used as a role; give it `source_profile = a`"),
     ("[dev]\nrole_arn = arn:aws:iam::12:role/x\nsource_profile = dev\n", "dev", "is not a role ARN"),
     (f"[k]\n{KEYS}[dev]\nrole_arn = {DEV_ROLE}\nsource_profile = k\nduration_seconds = 60\n",
      "dev", "duration_seconds = 60 is out of range; use 900 to 43200"),
