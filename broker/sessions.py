@@ -613,8 +613,15 @@ class SessionManager:
     # ---- configuration ----------------------------------------------------------------
 
     def apply_config(self, config: BrokerConfig) -> list[str]:
-        """Swap in a new config, keeping the sessions of profiles whose plan is unchanged."""
+        """Swap in a new config, keeping the sessions of profiles whose plan is unchanged.
+        A profile that worked and now has an error (a bad value on its source, say) keeps its
+        last good plan, and with it its sessions, until the file is fixed: `status` says why."""
         old = self.config
+        kept = {name: old.plans[name] for name in config.errors if name in old.plans and name not in config.plans}
+        if kept:
+            config = dataclasses.replace(config, plans={**config.plans, **kept})
+            log.warning("config: %s keep their last good settings until the errors are fixed",
+                        ", ".join(sorted(kept)))
         self.config = config
         changed = {name for name in set(old.plans) | set(config.plans)
                    if old.plans.get(name) != config.plans.get(name)}
@@ -684,6 +691,8 @@ class SessionManager:
             if isinstance(plan, RolePlan):
                 notes.extend(plan.notes)
             notes.extend(self._endpoint_notes(plan))
+            if name in self.config.errors:
+                notes.append("served with its last good settings until the config error is fixed")
             rows.append(ProfileStatus(
                 profile=name,
                 kind="role" if isinstance(plan, RolePlan) else "session",
@@ -699,6 +708,7 @@ class SessionManager:
                 requested_duration=plan.requested_duration if isinstance(plan, RolePlan) else None,
                 last_error=state.last_error.message if state and state.last_error else None,
                 last_error_at=state.last_error_at if state else None,
+                config_error=self.config.errors.get(name),
                 notes=notes,
             ))
         return rows

@@ -437,9 +437,10 @@ def render_status(status: dict[str, Any]) -> str:
     notes: list[str] = []
     for row in status["profiles"]:
         if row["config_error"]:
-            rows.append((row["profile"], "-", "-", "-", "config error"))
             notes.append(f"{row['profile']}: {row['config_error']}")
-            continue
+            if row["kind"] == "invalid":
+                rows.append((row["profile"], "-", "-", "-", "config error"))
+                continue
         credentials = (_duration(row["credentials_expire_at"] - now)
                        if row["credentials_expire_at"] else "none yet")
         if row["mfa_session"] is None:

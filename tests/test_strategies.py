@@ -286,3 +286,23 @@ def test_an_edited_file_is_picked_up_and_a_half_saved_one_loses_no_session(broke
     assert reload_if_changed()["ok"]
     assert broker.get_settled("dev")[0] == 200  # no second MFA code was needed
     assert broker.sts.count("GetSessionToken") == 1
+
+
+def test_a_bad_value_on_a_source_keeps_the_last_good_plan_of_its_profiles(broker: Broker) -> None:
+    broker.login("dev")
+    before = broker.get_settled("dev")[2]["AccessKeyId"]
+    credentials = Path(broker.files.credentials_file)
+    good = credentials.read_text()
+    # A typo on the source profile: every profile built on it would be dropped at once.
+    credentials.write_text(good.replace("[default]\n", "[default]\nrolebroker_mfa_session_seconds = abc\n", 1))
+    result = broker.control().request("POST", "/v1/reload")
+    assert result["ok"] and result["changed"] == []  # nothing re-made, nothing lost
+    assert broker.raw_get("dev", broker.token("dev"))[2]["AccessKeyId"] == before
+    assert broker.get_settled("prod")[0] == 200
+    dev = status_of(broker, "dev")
+    assert dev["config_error"] and "rolebroker_mfa_session_seconds" in dev["config_error"]
+    assert "served with its last good settings" in " ".join(dev["notes"])  # type: ignore[arg-type]
+    assert broker.sts.count("GetSessionToken") == 1  # no second code
+    credentials.write_text(good)  # fixed
+    assert broker.control().request("POST", "/v1/reload")["ok"]
+    assert status_of(broker, "dev")["config_error"] is None
