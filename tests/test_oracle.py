@@ -12,6 +12,8 @@ so nothing leaves the machine.
 
 from __future__ import annotations
 
+import http.client
+
 import contextlib
 import dataclasses
 import json
@@ -431,16 +433,23 @@ def rolebroker_side(world: World, case: Case, files: ConfigFiles, directory: Pat
 
 
 def fetch(broker: Broker, profile: str) -> None:
-    """What an SDK does with `rolebroker env`: GET the (percent-encoded) profile's URL."""
+    """What an SDK does with `rolebroker env`: GET the (percent-encoded) profile's URL with
+    its token, retrying a 503 once the in-flight STS call has landed."""
     token = broker.token(profile)
     for _ in range(2):
+        connection = http.client.HTTPConnection("127.0.0.1", broker.port, timeout=30)
         try:
-            broker.control().credentials(profile, token)
+            connection.request("GET", f"/v1/credentials/{urllib.parse.quote(profile, safe='')}",
+                               headers={"Authorization": token})
+            response = connection.getresponse()
+            body = json.loads(response.read())
+        finally:
+            connection.close()
+        if response.status == 200:
             return
-        except DaemonError as exc:
-            if exc.code != "CredentialsPending":
-                raise
-            broker.settle()
+        if body.get("code") != "CredentialsPending":
+            raise DaemonError(body.get("message", ""), body.get("code", "Error"), response.status)
+        broker.settle()
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -532,7 +541,7 @@ def test_a_name_with_a_space_reaches_botocores_container_provider(world: World, 
     world.new_clock()
     with running_daemon(world, files, tmp_path / "broker") as broker:
         described = broker.control().request("GET", f"/v1/profiles/{urllib.parse.quote('my profile', safe='')}/env")
-        url = described["set"]["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
+        url = described["endpoint_url"]
         assert url.endswith("/v1/credentials/my%20profile")
         provider = botocore.credentials.ContainerProvider(environ={
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": url, "AWS_CONTAINER_AUTHORIZATION_TOKEN": broker.token("my profile")})
