@@ -13,9 +13,7 @@ import dataclasses
 import concurrent.futures
 import functools
 import logging
-import os
 import random
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from collections.abc import Awaitable, Callable
 
@@ -24,7 +22,6 @@ from cachetools import TLRUCache
 from broker.clock import Clock
 from broker.config import (
     CHAINED_ROLE_CAP_SECONDS,
-    BotocoreSource,
     BrokerConfig,
     DirectSource,
     MfaSessionKey,
@@ -41,86 +38,27 @@ from broker.errors import (
     BrokerError,
     CredentialsPending,
     LoginRequired,
-    MfaCodeNotReady,
     ProfileConfigError,
     StsDenied,
     StsUnavailable,
     UnknownProfile,
     login_hint,
 )
-from broker.mfa import next_window, run_mfa_process
+from broker import topology
+from broker.codes import MfaCodes
+from broker.mfa_sessions import MfaSessions
 from broker.models import Credentials, SourceSecret, is_temporary
 from broker.refresh import RefreshPolicy
 from broker.sts import StsGateway
-from broker.wire import Message, credentials_body, response_messages
+from broker.status import profile_rows
+from broker.session_types import Issued, LoginResult, MfaSession, ProfileState, ProfileStatus, expiry_of
+from broker.wire import credentials_body, response_messages
 
 log = logging.getLogger("rolebroker.sessions")
 T = TypeVar("T")
 MAX_SESSIONS = 4096
 # How long a botocore-resolved source (credential_process, SSO) may take.
 SOURCE_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class Issued:
-    """Credentials for one profile plus their wire body, serialized once."""
-
-    credentials: Credentials
-    body: bytes = field(repr=False)
-    issued_at: float
-    refresh_at: float
-    # The ready-made ASGI answer (see wire.response_messages).
-    messages: tuple[Message, Message] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class MfaSession:
-    key: MfaSessionKey
-    credentials: Credentials
-    started_at: float
-
-
-@dataclass
-class ProfileState:
-    """Bookkeeping that outlives a profile's credentials (nothing secret)."""
-
-    failures: int = 0
-    retry_at: float = 0.0
-    last_error: BrokerError | None = None
-    last_error_at: float | None = None
-    refreshes: int = 0
-
-
-@dataclass
-class LoginResult:
-    profile: str
-    mfa_required: bool
-    session: str
-    session_expires_at: float | None
-    profiles: list[str]
-    warm_error: str | None = None
-
-
-@dataclass
-class ProfileStatus:
-    profile: str
-    kind: str
-    strategy: str
-    role_arn: str | None
-    credentials_expire_at: float | None
-    mfa_session: str | None
-    mfa_session_expires_at: float | None
-    login_required: bool
-    duration: int | None
-    requested_duration: int | None
-    last_error: str | None
-    last_error_at: float | None
-    config_error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def _expiry_of(_key: object, value: Issued | MfaSession, _now: float) -> float:
-    return value.credentials.expiration
 
 
 class SessionManager:
@@ -132,28 +70,21 @@ class SessionManager:
         self.clock = clock
         self.policy = policy or RefreshPolicy()
         self.rng = rng or random.Random()
-        self._roles: TLRUCache[str, Issued] = TLRUCache(MAX_SESSIONS, ttu=_expiry_of, timer=clock.now)
+        self._roles: TLRUCache[str, Issued] = TLRUCache(MAX_SESSIONS, ttu=expiry_of, timer=clock.now)
         # A plain-dict mirror of _roles for the request path: a TLRU lookup costs ~1.4 us, this
         # ~0.1 us. Written together with _roles; expiry is checked on every read all the same.
         self._serving: dict[str, Issued] = {}
-        self._mfa: TLRUCache[MfaSessionKey, MfaSession] = TLRUCache(MAX_SESSIONS, ttu=_expiry_of, timer=clock.now)
         self._state: dict[str, ProfileState] = {}
         # Profiles whose botocore-resolved source gave temporary credentials: their role is
         # asked for the one hour STS allows (profile -> the duration asked).
         self._capped: dict[str, int] = {}
         self._inflight: dict[object, asyncio.Task[object]] = {}
-        self._warned: set[tuple[MfaSessionKey, float]] = set()
-        # The last code each MFA device gave, and when its window ends: a code is good once.
-        self._last_code: dict[str, tuple[str, float]] = {}
-        self._device_locks: dict[str, asyncio.Lock] = {}
-        self._renewal_retry_at: dict[MfaSessionKey, float] = {}
-        self._renewal_error: dict[MfaSessionKey, str] = {}
-        self._renewal_failures: dict[MfaSessionKey, int] = {}
+        self._codes = MfaCodes(clock, self._run)
+        self._mfa = MfaSessions(sts, clock, self.policy, self.rng, self._codes, self._run, self._single_flight,
+                                lambda key: key in self._inflight, lambda: self.config.plans)
         # Bumped whenever a profile's sessions are wiped, so an STS call that was already
         # in flight cannot bring them back when it lands.
         self._generation: dict[str, int] = {}
-        # Counts logouts, so a session that STS grants after one is not stored.
-        self._logouts = 0
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sts")
         self._source_executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="source")
 
@@ -299,12 +230,12 @@ class SessionManager:
 
     async def _issue(self, plan: ProfilePlan) -> Credentials:
         if isinstance(plan, SessionPlan):
-            return await self._session_credentials(plan.source, plan.name)
+            return await self._mfa.credentials(plan.source, plan.name)
         if isinstance(plan.source, DirectSource):
             if not plan.source.mfa_process:
                 raise LoginRequired(f"profile {plan.name!r} uses the direct strategy and its credentials "
                                     f"have ended: {login_hint(plan.name)}")
-            code = await self._code_from_process(plan.source, plan.name)
+            code = await self._codes.from_process(plan.source, plan.name)
             return await self._assume_direct(plan, plan.source, code)
         source = await self._source_secret(plan.source, plan.name)
         try:
@@ -315,9 +246,8 @@ class SessionManager:
             # STS says the MFA session ended early (revoked, or the clock was off): forget it,
             # unless a login replaced it while this call was in flight.
             root = self.root_session_source(plan)
-            current = self._mfa.get(root.key) if root is not None else None
-            if root is not None and current is not None and current.credentials is source:
-                self._mfa.pop(root.key, None)
+            if root is not None and isinstance(source, Credentials):
+                self._mfa.drop_if_current(root.key, source)
             raise LoginRequired(f"the MFA session has ended: {login_hint(plan.name)}") from None
         except StsDenied as exc:
             if isinstance(plan.source, RoleSource):
@@ -346,32 +276,11 @@ class SessionManager:
     def _session_name(self, plan: RolePlan) -> str:
         return plan.role_session_name or f"rolebroker-{int(self.clock.now())}"
 
-    async def _code_from_process(self, source: MfaSource, profile: str) -> str:
-        """A fresh code from mfa_process, never one already given to STS."""
-        serial = source.key.mfa_serial or ""
-        lock = self._device_locks.setdefault(serial, asyncio.Lock())
-        async with lock:  # concurrent renewals on one device must take turns, one code each
-            assert source.mfa_process is not None
-            code = await self._run(run_mfa_process, source.mfa_process, profile)
-            self._claim_code(serial, code, profile)
-            return code
-
-    def _claim_code(self, serial: str, code: str, profile: str) -> None:
-        now = self.clock.now()
-        last = self._last_code.get(serial)
-        if last is not None and last[0] == code and now < last[1]:
-            raise MfaCodeNotReady(f"profile {profile!r}: the MFA device's current code was just used; "
-                                  "the next one comes within 30 seconds", retry_at=last[1])
-        self._remember_code(serial, code)
-
-    def _remember_code(self, serial: str, code: str) -> None:
-        self._last_code[serial] = (code, next_window(self.clock.now()))
-
     async def _source_secret(self, source: Source, profile: str) -> SourceSecret:
         if isinstance(source, StaticSource):
             return source.keys
         if isinstance(source, SessionSource):
-            return await self._session_credentials(source, profile)
+            return await self._mfa.credentials(source, profile)
         if isinstance(source, RoleSource):
             inner = self.plan(source.profile)
             issued = self._roles.get(source.profile)
@@ -390,71 +299,16 @@ class SessionManager:
             raise ProfileConfigError(f"profile {source.profile!r}: its credential_process, SSO or "
                                      f"credential_source gave no answer within {SOURCE_TIMEOUT:.0f} s") from None
 
-    async def _session_credentials(self, source: SessionSource, profile: str) -> Credentials:
-        session = self._mfa.get(source.key)
-        if session is not None:
-            return session.credentials
-        if source.key.mfa_serial and not source.mfa_process:
-            raise LoginRequired(f"not logged in: {login_hint(profile)}")
-        # No MFA device, or one the daemon can read (mfa_process): no human needed, fetch it once.
-        return await self._single_flight(("session", source.key),
-                                         lambda: self._start_session(source, None, profile))
-
-    async def _start_session(self, source: SessionSource, code: str | None,
-                             login_profile: str | None = None) -> Credentials:
-        if source.key.mfa_serial:
-            if code is None:
-                code = await self._code_from_process(source, login_profile or source.key.source_profile)
-            else:  # a typed code goes to STS, which judges it; mfa_process must not reuse it
-                self._remember_code(source.key.mfa_serial, code)
-        logouts = self._logouts
-        # Sent where the role profile's own STS client goes (its region, services, endpoint_url).
-        credentials = await self._run(
-            self.sts.get_session_token, source.sts_profile, source.keys, source.duration,
-            source.key.mfa_serial, code, self._region_of(source.sts_profile), login_profile,
-        )
-        if self._logouts != logouts:  # the user logged out while STS answered: honour that
-            hint = login_hint(login_profile or source.key.source_profile)
-            raise LoginRequired(f"logged out while the session was starting: {hint}")
-        self._mfa[source.key] = MfaSession(source.key, credentials, self.clock.now())
-        return credentials
-
-    def _region_of(self, profile: str) -> str | None:
-        plan = self.config.plans.get(profile)
-        return plan.region if plan is not None else None
-
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     # ---- login / logout ---------------------------------------------------------------
 
     def root_session_source(self, plan: ProfilePlan) -> MfaSource | None:
-        """The MFA-bearing source at the bottom of a profile's chain, if any."""
-        seen: set[str] = set()
-        current: ProfilePlan | None = plan
-        while current is not None and current.name not in seen:
-            seen.add(current.name)
-            if isinstance(current, SessionPlan):
-                return current.source
-            source = current.source
-            if isinstance(source, (SessionSource, DirectSource)):
-                return source
-            if not isinstance(source, RoleSource):
-                return None
-            current = self.config.plans.get(source.profile)
-        return None
-
-    def _root_plan(self, plan: ProfilePlan) -> ProfilePlan:
-        """The profile at the bottom of a chain (the one whose source is not a role)."""
-        current = plan
-        for link in self._chain(plan):
-            current = self.config.plans.get(link, current)
-        return current
+        return topology.root_session_source(self.config.plans, plan)
 
     def profiles_using(self, key: MfaSessionKey) -> list[str]:
-        """Profiles served from the shared MFA session `key` (the direct strategy shares none)."""
-        return sorted(name for name, plan in self.config.plans.items()
-                      if isinstance(root := self.root_session_source(plan), SessionSource) and root.key == key)
+        return topology.profiles_using(self.config.plans, key)
 
     async def login(self, profile: str, code: str | None) -> LoginResult:
         plan = self.plan(profile)
@@ -464,7 +318,7 @@ class SessionManager:
         if not code and not root.mfa_process:
             raise LoginRequired(f"profile {profile!r} needs an MFA code: {login_hint(profile)} --code 123456")
         if isinstance(root, DirectSource):
-            base = self._root_plan(plan)
+            base = topology.root_plan(self.config.plans, plan)
             result = await self._login_direct(base, root, code)
             if base is not plan:  # a chain on a direct profile: log in its bottom, then climb
                 result.profiles.append(plan.name)
@@ -474,9 +328,7 @@ class SessionManager:
                     result.warm_error = str(climb.exception())
             return result
         # Only a successful call replaces anything: a wrong code leaves every session as it was.
-        credentials = await self._start_session(root, code or None, profile)
-        self._renewal_retry_at.pop(root.key, None)
-        self._renewal_error.pop(root.key, None)
+        credentials = await self._mfa.start(root, code or None, profile)
         sharing = self.profiles_using(root.key)
         for name in sharing:
             # Credentials already issued stay served (they are valid); they are renewed from
@@ -496,9 +348,9 @@ class SessionManager:
     async def _login_direct(self, plan: ProfilePlan, root: DirectSource, code: str | None) -> LoginResult:
         assert isinstance(plan, RolePlan)
         if code:
-            self._remember_code(root.key.mfa_serial or "", code)
+            self._codes.remember(root.key.mfa_serial or "", code)
         else:
-            code = await self._code_from_process(root, plan.name)
+            code = await self._codes.from_process(root, plan.name)
         credentials = await self._assume_direct(plan, root, code)
         self._state.pop(plan.name, None)
         self._store(plan, credentials)
@@ -513,20 +365,18 @@ class SessionManager:
             wiped = sorted(self._roles.keys())
             for name in {*self._roles.keys(), *self._state, *self.config.plans}:
                 self._forget(name)
-            self._mfa.clear()
-            self._logouts += 1
+            self._mfa.log_out(None)
             return wiped
         plan = self.plan(profile)
         root = self.root_session_source(plan)
         if isinstance(root, SessionSource) and root.key.mfa_serial:
             served = set(self.profiles_using(root.key))
-            self._mfa.pop(root.key, None)
-            self._logouts += 1
+            self._mfa.log_out(root.key)
         else:
             served = {profile}  # a direct-strategy or keys-only profile
         # ... and every profile built on those (chains, and roles assumed with a code from them).
         affected = sorted(served | {name for name, other in self.config.plans.items()
-                                    if served & set(self._dependencies(other))})
+                                    if served & set(topology.dependencies(self.config.plans, other))})
         for name in affected:
             self._forget(name)
         return affected
@@ -539,7 +389,7 @@ class SessionManager:
         if root is None or not root.key.mfa_serial or root.mfa_process:
             return True
         if isinstance(root, DirectSource):  # a chain on it renews while its bottom is served
-            base = self._root_plan(plan)
+            base = topology.root_plan(self.config.plans, plan)
             return base is not plan and base.name in self._serving
         return root.key in self._mfa
 
@@ -550,56 +400,13 @@ class SessionManager:
         for profile, issued in list(self._roles.items()):
             if now >= issued.refresh_at:
                 self._refresh_in_background(profile)
-        self._renew_mfa_sessions(now)
-        self._warn_mfa_endings(now)
+        self._mfa.renew_due(now)
+        self._mfa.warn_endings(now)
         await self.settle()
-
-    def _renew_mfa_sessions(self, now: float) -> None:
-        """With mfa_process, start a new MFA session before the current one ends."""
-        self._mfa.expire()
-        for key, source in self._self_renewing().items():
-            session = self._mfa.get(key)
-            if session is None or session.credentials.expiration - now > self.policy.mfa_renew_ahead:
-                continue
-            if now < self._renewal_retry_at.get(key, 0.0) or ("renew", key) in self._inflight:
-                continue
-            self._single_flight(("renew", key), functools.partial(self._renew, source))
-
-    async def _renew(self, source: SessionSource) -> None:
-        try:
-            await self._start_session(source, None)
-        except BrokerError as exc:
-            now = self.clock.now()
-            failures = self._renewal_failures[source.key] = self._renewal_failures.get(source.key, 0) + 1
-            self._renewal_retry_at[source.key] = exc.retry_at or now + self.policy.retry_delay(failures, self.rng)
-            self._renewal_error[source.key] = exc.message
-            log.warning("MFA session %s: renewal with mfa_process failed: %s", source.key.label(), exc.message)
-            return
-        self._renewal_error.pop(source.key, None)
-        self._renewal_failures.pop(source.key, None)
-        log.info("MFA session %s renewed with mfa_process", source.key.label())
 
     async def settle(self) -> None:
         while self._inflight:
             await asyncio.wait(set(self._inflight.values()))
-
-    def _warn_mfa_endings(self, now: float) -> None:
-        self._mfa.expire()
-        self_renewing = self._self_renewing()
-        for key, session in self._mfa.items():
-            left = session.credentials.expiration - now
-            marker = (key, session.started_at)
-            if key in self_renewing and key not in self._renewal_error:
-                continue
-            if left <= self.policy.mfa_warning and marker not in self._warned:
-                self._warned.add(marker)
-                log.warning("MFA session %s ends in %.0f min: run `rolebroker login` for one of %s",
-                            key.label(), left / 60, ", ".join(self.profiles_using(key)))
-
-    def _self_renewing(self) -> dict[MfaSessionKey, SessionSource]:
-        """The MFA sessions with an mfa_process: the daemon renews them, nobody is warned."""
-        return {root.key: root for plan in self.config.plans.values()
-                if isinstance(root := self.root_session_source(plan), SessionSource) and root.mfa_process}
 
     async def run(self) -> None:
         """The background loop: wake every `tick` on the injected clock."""
@@ -627,7 +434,7 @@ class SessionManager:
                    if old.plans.get(name) != config.plans.get(name)}
         # A chained profile depends on its source's credentials: drop it with the source.
         for name, plan in config.plans.items():
-            if any(link in changed for link in self._dependencies(plan)):
+            if any(link in changed for link in topology.dependencies(self.config.plans, plan)):
                 changed.add(name)
         # MFA sessions no profile refers to any more are kept until they expire (or a logout):
         # an editor's half-saved file must not throw away a session a human typed a code for.
@@ -635,99 +442,26 @@ class SessionManager:
             self._forget(name)
         return sorted(changed)
 
-    def _dependencies(self, plan: ProfilePlan) -> list[str]:
-        """Every role profile whose credentials sign this profile's calls, nearest first."""
-        links: list[str] = []
-        current: ProfilePlan | None = plan
-        while isinstance(current, RolePlan):
-            source = current.source.signer if isinstance(current.source, DirectSource) else current.source
-            if not isinstance(source, RoleSource) or source.profile in links:
-                break
-            links.append(source.profile)
-            current = self.config.plans.get(source.profile)
-        return links
-
-    def _chain(self, plan: ProfilePlan) -> list[str]:
-        links: list[str] = []
-        current: ProfilePlan | None = plan
-        while isinstance(current, RolePlan) and isinstance(current.source, RoleSource):
-            name = current.source.profile
-            if name in links:
-                break
-            links.append(name)
-            current = self.config.plans.get(name)
-        return links
-
-    # ---- status -----------------------------------------------------------------------
+    # ---- what status reads (see status.py) ---------------------------------------------
 
     def status(self) -> list[ProfileStatus]:
-        rows: list[ProfileStatus] = []
-        for name in self.config.profile_names():
-            plan = self.config.plans.get(name)
-            state = self._state.get(name)
-            if plan is None:
-                rows.append(ProfileStatus(name, "invalid", "-", None, None, None, None, False, None, None,
-                                          None, None, config_error=self.config.errors.get(name)))
-                continue
-            issued = self._roles.get(name)
-            root = self.root_session_source(plan)
-            session = self._mfa.get(root.key) if root else None
-            needs_mfa = bool(root and root.key.mfa_serial)
-            direct = isinstance(root, DirectSource)
-            notes: list[str] = []
-            if root is not None and root.mfa_process and needs_mfa:
-                notes.append("codes come from mfa_process: renewed without a human")
-                if root.key in self._renewal_error:
-                    notes.append(f"last renewal failed: {self._renewal_error[root.key]}")
-            if session is not None and session.credentials.expiration - self.clock.now() <= self.policy.mfa_warning:
-                left = (session.credentials.expiration - self.clock.now()) / 60
-                notes.append(f"MFA session ends in {left:.0f} min: {login_hint(name)} to keep going")
-            if isinstance(plan, RolePlan) and plan.capped:
-                notes.append(f"duration_seconds {plan.requested_duration} capped to {plan.duration} "
-                             "(STS limits roles assumed from session credentials to 1 hour)")
-            if name in self._capped:
-                notes.append(f"duration_seconds {self._capped[name]} capped to {CHAINED_ROLE_CAP_SECONDS} (its "
-                             "source gave temporary credentials: STS limits roles assumed from them to 1 hour)")
-            if isinstance(plan, RolePlan):
-                notes.extend(plan.notes)
-            notes.extend(self._endpoint_notes(plan))
-            if name in self.config.errors:
-                notes.append("served with its last good settings until the config error is fixed")
-            rows.append(ProfileStatus(
-                profile=name,
-                kind="role" if isinstance(plan, RolePlan) else "session",
-                strategy=_strategy(plan, root),
-                role_arn=plan.role_arn if isinstance(plan, RolePlan) else None,
-                credentials_expire_at=issued.credentials.expiration if issued else None,
-                mfa_session=root.key.label() if needs_mfa and root else None,
-                mfa_session_expires_at=(issued.credentials.expiration if direct and issued
-                                        else session.credentials.expiration if session else None),
-                login_required=(needs_mfa and not (root and root.mfa_process)
-                                and (issued is None if direct else session is None)),
-                duration=plan.duration if isinstance(plan, RolePlan) else None,
-                requested_duration=plan.requested_duration if isinstance(plan, RolePlan) else None,
-                last_error=state.last_error.message if state and state.last_error else None,
-                last_error_at=state.last_error_at if state else None,
-                config_error=self.config.errors.get(name),
-                notes=notes,
-            ))
-        return rows
+        return profile_rows(self)
 
-    def _endpoint_notes(self, plan: ProfilePlan) -> list[str]:
-        if plan.region is not None:
-            environment = os.environ.get("AWS_DEFAULT_REGION")
-            if environment and environment != plan.region:
-                return [f"region {plan.region} of the profile is used, not AWS_DEFAULT_REGION={environment} of "
-                        "the daemon's environment (which the AWS CLI would prefer)"]
-            return []  # only a profile without a region can lack one to sign for
-        try:
-            endpoint = self.sts.endpoint(plan.name, plan.region)
-        except Exception:  # a profile botocore cannot make a client for: its STS call says why
-            return []
-        if not endpoint.region_fallback:
-            return []
-        return [f"no region for {endpoint.url}: calls are signed for {endpoint.region} (the AWS CLI "
-                "would stop with 'You must specify a region'); set `region` on the profile"]
+    def issued(self, profile: str) -> Issued | None:
+        return self._roles.get(profile)
+
+    def mfa_session(self, key: MfaSessionKey) -> MfaSession | None:
+        return self._mfa.get(key)
+
+    def profile_state(self, profile: str) -> ProfileState | None:
+        return self._state.get(profile)
+
+    def capped_duration(self, profile: str) -> int | None:
+        """The duration a profile asked for, when its temporary signer capped it at one hour."""
+        return self._capped.get(profile)
+
+    def renewal_error(self, key: MfaSessionKey) -> str | None:
+        return self._mfa.renewal_error(key)
 
     def close(self) -> None:
         self._roles.clear()
@@ -736,18 +470,3 @@ class SessionManager:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._source_executor.shutdown(wait=False, cancel_futures=True)
 
-
-def _strategy(plan: ProfilePlan, root: MfaSource | None) -> str:
-    """How a profile's credentials are made, as `status` names it."""
-    if isinstance(root, DirectSource):
-        return "direct"
-    if isinstance(plan, SessionPlan):
-        return "session-token"
-    source = plan.source
-    if isinstance(source, RoleSource):
-        return f"chain via {source.profile}"
-    if isinstance(source, BotocoreSource):
-        return f"from {source.credential_source or source.profile}"
-    if isinstance(source, StaticSource):
-        return "long-term keys"
-    return "session-token"
