@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 
 from broker import systemd
 from broker.config import ConfigFiles
+from broker.limits import raise_open_file_limit
 from broker.runtime import runtime_dir, state_dir
 from broker.server import DEFAULT_PORT, Daemon, DaemonSettings, PortInUse, check_listen_address
 
@@ -55,6 +56,7 @@ def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None
           allow_network_listen: bool = False) -> int:
     configure_logging(log_level)
     limit_malloc_arenas()
+    raise_open_file_limit()  # systemd's soft limit of 1024 is too few for many clients
     directory = runtime_dir()
     files = ConfigFiles.from_environment()
     try:  # before anything is started

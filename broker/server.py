@@ -20,6 +20,8 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, ConfigFileError, ConfigFiles, load_config
 from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
+from broker.limits import Limits, http_protocol
+from broker.peers import RefusalLog, scope_peer
 from broker.refresh import RefreshPolicy
 from broker.runtime import CONTROL_TOKEN_FILE, DAEMON_FILE, DEFAULT_PORT, ensure_private_dir, write_json, write_private
 from broker.sessions import SessionManager
@@ -71,6 +73,8 @@ class DaemonSettings:
     client_env: dict[str, str] = field(default_factory=dict)
     # More addresses beside the loopback one, e.g. 169.254.170.2 for bridged containers.
     extra_listen: list[tuple[str, int]] = field(default_factory=list)
+    # What one connection and one peer may hold: request sizes, deadlines, connections, failures.
+    limits: Limits = field(default_factory=Limits)
 
 
 class Daemon:
@@ -86,8 +90,10 @@ class Daemon:
         self.control_token = new_token()
         control_api = build_control_api(self.sessions, self.tokens, self.control_token,
                                         self.describe_env, self.reload, lambda: self.config_error)
-        throttle = FailureThrottle(self.clock.now)
-        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, self.control_token, throttle.hold)
+        self.refusals = RefusalLog(settings.limits.summary_interval)
+        throttle = FailureThrottle(self.clock.now, self.refusals, settings.limits.failing_requests_per_peer)
+        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, self.control_token, throttle.hold,
+                                       lambda scope, what, detail: self.refusals.note(scope_peer(scope), what, detail))
         self.listeners: list[tuple[str, int]] = []
         self._hosts: frozenset[bytes] = frozenset()
         self.app = RequestGuard(endpoint, lambda: self._hosts, throttle)
@@ -247,9 +253,13 @@ class Daemon:
 
     async def serve(self, sockets: list[socket.socket]) -> None:
         self.prepare(sockets)
+        # The protocol bounds heads, deadlines and connections while reading (broker/limits.py);
+        # no WebSocket protocol at all, and h11 (if ever picked) bounds heads to the same size.
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
             date_header=False, timeout_graceful_shutdown=5, loop="none",
+            http=http_protocol(self.settings.limits, self.refusals), ws="none",
+            h11_max_incomplete_event_size=self.settings.limits.max_head_bytes,
         )
         self.server = uvicorn.Server(config)
         self.server.should_exit = self._stop_requested  # a stop() that came before serve()
