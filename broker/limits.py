@@ -33,7 +33,12 @@ from broker.wire import JSON_TYPE, error_body
 
 # Descriptors kept for everything but client connections: listeners, STS connections, the
 # config and token files, credential_process pipes, the event loop's own.
-RESERVED_FILES = 64
+RESERVED_FILES = 128
+# The listen backlog when descriptors are plentiful. The event loop accepts every queued
+# connection at once, before any protocol runs, and a connection closed to make room frees its
+# descriptor an iteration later: so up to about two backlogs of descriptors are in flight on
+# top of the open connections, and the budget keeps room for three.
+MAX_BACKLOG = 1024
 # What the daemon asks for at start-up (and what the systemd unit sets): enough for
 # `max_connections` plus the reserve. Not more: helpers inherit the limit, and some programs
 # walk every possible descriptor when they start.
@@ -73,12 +78,20 @@ def raise_open_file_limit(wanted: int = OPEN_FILES_WANTED) -> int:
     return soft
 
 
-def connection_budget(limits: Limits) -> int:
-    """How many client connections fit below the open-file limit, at most `max_connections`."""
+@dataclass(frozen=True)
+class Budget:
+    connections: int  # open client connections, all peers together
+    backlog: int  # the listen backlog, so accepting a full queue cannot run out of descriptors
+
+
+def connection_budget(limits: Limits) -> Budget:
+    """What fits below the open-file limit: connections (at most `max_connections`) and backlog."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        return limits.max_connections
-    return max(16, min(limits.max_connections, soft - RESERVED_FILES))
+        return Budget(limits.max_connections, MAX_BACKLOG)
+    usable = max(64, soft - RESERVED_FILES)
+    backlog = max(8, min(MAX_BACKLOG, usable // 8))
+    return Budget(max(16, min(limits.max_connections, usable - 3 * backlog)), backlog)
 
 
 class ConnectionTable:
@@ -371,13 +384,25 @@ def _h11_protocol() -> type[asyncio.Protocol]:
     return BoundedH11Protocol
 
 
-def http_protocol(limits: Limits, refusals: RefusalLog) -> type[asyncio.Protocol]:
+def http_protocol(limits: Limits, refusals: RefusalLog, connections: int) -> type[asyncio.Protocol]:
     """The protocol class for `uvicorn.Config(http=...)`, bound to these limits and to a
-    connection table of its own (one per daemon). Call it once the open-file limit is set."""
+    connection table of its own (one per daemon)."""
     try:
         base = _httptools_protocol()
     except ImportError:
         base = _h11_protocol()
-    table = ConnectionTable(limits.connections_per_peer, connection_budget(limits))
+    table = ConnectionTable(limits.connections_per_peer, connections)
     attributes = {"limits": limits, "table": table, "refusals": refusals}
     return type(base.__name__, (base,), attributes)
+
+
+def uvicorn_options(limits: Limits, refusals: RefusalLog) -> dict[str, Any]:
+    """`uvicorn.Config` arguments that put these limits in force. Call it once the open-file
+    limit is what it will be (`raise_open_file_limit`): the budget follows it."""
+    budget = connection_budget(limits)
+    return {
+        "http": http_protocol(limits, refusals, budget.connections),
+        "backlog": budget.backlog,
+        "ws": "none",  # no WebSocket protocol at all: an upgrade request is refused (or served as HTTP/1.1)
+        "h11_max_incomplete_event_size": limits.max_head_bytes,  # if h11 is ever the protocol
+    }

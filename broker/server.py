@@ -20,7 +20,7 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, ConfigFileError, ConfigFiles, load_config
 from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
-from broker.limits import Limits, http_protocol
+from broker.limits import Limits, uvicorn_options
 from broker.peers import RefusalLog, scope_peer
 from broker.refresh import RefreshPolicy
 from broker.runtime import CONTROL_TOKEN_FILE, DAEMON_FILE, DEFAULT_PORT, ensure_private_dir, write_json, write_private
@@ -253,13 +253,11 @@ class Daemon:
 
     async def serve(self, sockets: list[socket.socket]) -> None:
         self.prepare(sockets)
-        # The protocol bounds heads, deadlines and connections while reading (broker/limits.py);
-        # no WebSocket protocol at all, and h11 (if ever picked) bounds heads to the same size.
+        # The protocol bounds heads, deadlines and connections while reading (broker/limits.py).
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
             date_header=False, timeout_graceful_shutdown=5, loop="none",
-            http=http_protocol(self.settings.limits, self.refusals), ws="none",
-            h11_max_incomplete_event_size=self.settings.limits.max_head_bytes,
+            **uvicorn_options(self.settings.limits, self.refusals),
         )
         self.server = uvicorn.Server(config)
         self.server.should_exit = self._stop_requested  # a stop() that came before serve()
