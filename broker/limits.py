@@ -139,10 +139,10 @@ class ConnectionTable:
                 del self._by_peer[connection.peer]
 
 
-# Where a connection is in its current request: the bytes received in IDLE and HEAD count
-# against the head limit; BODY bytes are uvicorn's (flow control) and the app's (body limit);
-# after CLOSING nothing more is read.
-IDLE, HEAD, BODY, CLOSING = 0, 1, 2, 3
+# Where a connection is in its current request: bytes received in HEAD (a head, or the wait
+# for one) count against the head limit; BODY bytes are uvicorn's (flow control) and the
+# app's (body limit); after CLOSING nothing more is read.
+HEAD, BODY, CLOSING = 0, 1, 2
 
 
 class _Refused(Exception):
@@ -164,7 +164,7 @@ class _Bounded:
     cycle: Any
 
     peer: str = LOCAL_SOCKET
-    _phase: int = IDLE
+    _phase: int = HEAD
     _deadline: asyncio.TimerHandle | None = None
 
     def _admit(self) -> bool:
@@ -251,8 +251,15 @@ def _httptools_protocol() -> type[asyncio.Protocol]:
     import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+    # Called directly rather than through super(): these run for every request.
+    base_headers_complete = HttpToolsProtocol.on_headers_complete
+    base_message_complete = HttpToolsProtocol.on_message_complete
+
     class BoundedHttpToolsProtocol(_Bounded, HttpToolsProtocol):
-        _head_bytes = 0  # bytes received since the last request ended, while not in a body
+        # Bytes received outside a body since the last request ended: the head being read.
+        # Bytes after a request's end in the same read are not counted, which is why reads
+        # past the limit are handed over in pieces (at most one uncounted piece per head).
+        _head_bytes = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -264,15 +271,28 @@ def _httptools_protocol() -> type[asyncio.Protocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            # uvicorn's data_received, plus the head count, minus its log line per bad request.
             phase = self._phase
-            if phase < BODY:  # these bytes belong to a request head (or precede one)
+            if phase == HEAD:
                 if len(data) > self._max_head - self._head_bytes:
                     self._receive_in_pieces(data)
                     return
                 self._head_bytes += len(data)
             elif phase == CLOSING:
                 return
-            self._feed(data)
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                self._upgrade_ignored()
+                return
+            except httptools.HttpParserError:
+                self._parse_failed()
+                return
+            if self._deadline is None and (self._phase == BODY or self._head_bytes):
+                self._arm_deadline()  # a request has begun and not fully arrived
 
         def _receive_in_pieces(self, data: bytes) -> None:
             """Hand the parser no more than the head may still take, so what it buffers for one
@@ -290,25 +310,24 @@ def _httptools_protocol() -> type[asyncio.Protocol]:
                     piece = data[:room]
                     self._head_bytes += len(piece)
                 data = data[len(piece):]
-                self._feed(piece)
+                self._unset_keepalive_if_required()
+                try:
+                    self.parser.feed_data(piece)
+                except httptools.HttpParserUpgrade:
+                    self._upgrade_ignored()
+                    return
+                except httptools.HttpParserError:
+                    self._parse_failed()
+                    return
+            if self._phase != CLOSING and self._deadline is None and (self._phase == BODY or self._head_bytes):
+                self._arm_deadline()
 
-        def _feed(self, data: bytes) -> None:
-            # uvicorn's data_received, minus its warning log line for every bad request.
-            self._unset_keepalive_if_required()
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserUpgrade:
-                self._upgrade_ignored()
-                return
-            except httptools.HttpParserError:
-                if self._phase != CLOSING:  # else it was refused in a callback, and answered
-                    self._refuse(400, "BadRequest", "the request is not valid HTTP/1.1", "malformed requests")
-                return
-            if (self._phase or self._head_bytes) and self._deadline is None:
-                self._arm_deadline()  # a request has begun and not fully arrived
+        def _parse_failed(self) -> None:
+            if self._phase != CLOSING:  # else it was refused in a callback, and answered
+                self._refuse(400, "BadRequest", "the request is not valid HTTP/1.1", "malformed requests")
 
         def _nothing_received(self) -> bool:
-            return self._phase == IDLE and not self._head_bytes
+            return self._phase == HEAD and not self._head_bytes
 
         def _upgrade_ignored(self) -> None:
             # An upgrade other than WebSocket (h2c, CONNECT) is answered as plain HTTP/1.1; the
@@ -320,32 +339,32 @@ def _httptools_protocol() -> type[asyncio.Protocol]:
             else:
                 self.transport.close()
 
-        def on_message_begin(self) -> None:
-            self._phase = HEAD
-            super().on_message_begin()
-
         def on_headers_complete(self) -> None:
             self._phase = BODY
+            if len(self.headers) > self.limits.max_headers or self.parser.should_upgrade():
+                self._check_head()
+            base_headers_complete(self)
+
+        def _check_head(self) -> None:
             if len(self.headers) > self.limits.max_headers:
                 self._refuse(431, "TooManyHeaders",
                              f"requests are limited to {self.limits.max_headers} headers",
                              f"requests with over {self.limits.max_headers} headers")
                 raise _Refused
-            if self.parser.should_upgrade() and self._get_upgrade() == b"websocket":
+            if self._get_upgrade() == b"websocket":
                 self._refuse(400, "UpgradeRefused", "this daemon speaks plain HTTP/1.1: WebSocket is refused",
                              "WebSocket upgrade requests")
                 raise _Refused
-            super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             if self._phase == CLOSING:
                 return
-            self._phase = IDLE
+            self._phase = HEAD
             self._head_bytes = 0
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
-            super().on_message_complete()
+            base_message_complete(self)
 
     return BoundedHttpToolsProtocol
 
@@ -371,7 +390,7 @@ def _h11_protocol() -> type[asyncio.Protocol]:
                 return
             super().data_received(data)
             if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
-                self._phase = IDLE
+                self._phase = HEAD
                 self._cancel_deadline()  # the request arrived in full
             else:
                 self._phase = BODY if self.conn.their_state is h11.SEND_BODY else HEAD
@@ -379,7 +398,7 @@ def _h11_protocol() -> type[asyncio.Protocol]:
                     self._arm_deadline()
 
         def _nothing_received(self) -> bool:
-            return self._phase == IDLE and not self.conn.trailing_data[0]
+            return self._phase == HEAD and not self.conn.trailing_data[0]
 
     return BoundedH11Protocol
 
