@@ -231,13 +231,13 @@ class _Bounded:
         self._phase = CLOSING
         self._cancel_deadline()
         self.refusals.note(self.peer, what)
-        if self._request_in_progress():
-            if not now:
-                self.cycle.keep_alive = False
-                return
-            if self.cycle.response_started:
-                self.transport.close()
-                return
+        cycle = self.cycle
+        if cycle is not None and not now and not cycle.response_complete:
+            cycle.keep_alive = False
+            return
+        if cycle is not None and now and cycle.response_started:
+            self.transport.close()  # this request has (part of) an answer already: no second one
+            return
         body = error_body(code, message)
         self.transport.write(b"".join([
             b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode()),
@@ -372,7 +372,9 @@ def _httptools_protocol() -> type[asyncio.Protocol]:
 def _h11_protocol() -> type[asyncio.Protocol]:
     """The fallback where httptools is missing: h11 bounds the head itself
     (`h11_max_incomplete_event_size`, set from the same limit); deadlines and the connection
-    table are the same. Its refusals are uvicorn's own (plain-text 400, a log line each)."""
+    table are the same. Its refusals are uvicorn's own (a plain-text 400 and a log line each),
+    and it neither counts headers nor refuses WebSocket (no WebSocket protocol is loaded, so an
+    upgrade is answered as plain HTTP)."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -386,9 +388,14 @@ def _h11_protocol() -> type[asyncio.Protocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            # h11 checks its bound only on a head still incomplete after a read: handed over in
+            # pieces no longer than the limit, no head grows much past it.
+            step = self.limits.max_head_bytes
+            while data and self._phase != CLOSING and not self.transport.is_closing():
+                super().data_received(data[:step])
+                data = data[step:]
             if self._phase == CLOSING:
                 return
-            super().data_received(data)
             if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
                 self._phase = HEAD
                 self._cancel_deadline()  # the request arrived in full
