@@ -53,8 +53,10 @@ class Limits:
     # Seconds for a request to arrive in full: a connection's first request from the moment it
     # is accepted, a later one from its first byte.
     request_timeout: float = 5.0
-    # Open connections of one peer, and of all peers together (also kept below the open-file limit).
-    connections_per_peer: int = 256
+    # Open connections of one peer, and of all peers together (also kept below the open-file
+    # limit). Loopback is one peer for all local clients: room for a benchmark's 256 keep-alive
+    # clients and then some, since only idle connections are ever closed to make room.
+    connections_per_peer: int = 1024
     max_connections: int = 4096
     # Failed token checks whose (slowed) answers one peer may have pending at once; past it
     # they are answered 429 at once (guard.FailureThrottle).
