@@ -270,6 +270,7 @@ class Daemon:
                 task.cancel()
             self.remove_runtime_files()
             self.sessions.close()  # the sessions leave memory with the daemon
+            self.refusals.flush()  # the last summary of what was refused, not lost with the loop
             log.info("stopped; sessions wiped from memory")
 
     def _install_reload_signal(self) -> None:
