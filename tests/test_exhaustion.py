@@ -276,6 +276,8 @@ def get_credentials(port: int, token: str) -> tuple[int, float]:
 def test_serve_raises_its_open_file_limit(served: tuple[subprocess.Popen[str], int, dict[str, str]]) -> None:
     process, _, _ = served
     soft, hard = open_file_limit(process.pid)
+    if hard <= 1024:
+        pytest.skip(f"the hard limit on open files is {hard} here: nothing to raise the soft one to")
     assert soft == min(hard, OPEN_FILES_WANTED) > 1024
 
 
