@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from broker.runtime import RuntimeDirError
 
 log = logging.getLogger("rolebroker.channel")
@@ -84,11 +82,11 @@ def is_unix(sock: socket.socket) -> bool:
 
 
 class PeerCredentials:
-    """Mixed in before a uvicorn protocol class: on Unix sockets, a peer of another uid is
-    disconnected on arrival, and every request's scope carries the peer (PEER_KEY)."""
+    """Mixed in before a uvicorn protocol class (httptools or h11): on Unix sockets, a peer of
+    another uid is disconnected on arrival, and the app this connection runs sees the peer in
+    every request's scope (PEER_KEY). TCP connections are left exactly as they were."""
 
-    peer_credentials: Peer | None = None
-    scope: Any
+    app: Any
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -101,16 +99,18 @@ class PeerCredentials:
             log.warning("control channel: refused a connection from uid %s", peer.uid if peer else "unknown")
             transport.close()
             return
-        self.peer_credentials = peer
+        self.app = _carrying_peer(self.app, peer)  # uvicorn runs self.app for each request
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()  # type: ignore[misc]
-        self.scope[PEER_KEY] = self.peer_credentials
+
+def _carrying_peer(app: Any, peer: Peer) -> Any:
+    async def with_peer(scope: Any, receive: Any, send: Any) -> None:
+        scope[PEER_KEY] = peer
+        await app(scope, receive, send)
+
+    return with_peer
 
 
 def with_peer_credentials(protocol: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
     """`protocol` (uvicorn's HTTP protocol, or one derived from it) knowing its Unix-socket peers."""
     return type(f"PeerChecked{protocol.__name__}", (PeerCredentials, protocol), {})
 
-
-ChannelProtocol = with_peer_credentials(HttpToolsProtocol)

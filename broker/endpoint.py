@@ -32,10 +32,15 @@ MAX_TOKEN_LENGTH = 512
 
 class CredentialsEndpoint:
     def __init__(self, sessions: SessionManager, tokens: TokenStore, fallback: ASGIApp,
-                 on_auth_failure: Callable[[Scope], Awaitable[None]] | None = None) -> None:
+                 on_auth_failure: Callable[[Scope], Awaitable[tuple[int, bytes] | None]] | None = None,
+                 on_refused: Callable[[Scope, str, str], None] | None = None) -> None:
         self.sessions = sessions
-        # Called before a 401 is sent: the guard's throttle holds answers to guessers.
+        # Called before a 401 is sent: the guard's throttle holds answers to guessers, or
+        # returns the answer to send instead (429). Failures are counted there, not logged here.
         self.on_auth_failure = on_auth_failure
+        # Notes a refusal for the periodic per-peer summary (a log line per request would let
+        # any client flood the log).
+        self.on_refused = on_refused
         self.tokens = tokens
         self.fallback = fallback
 
@@ -45,7 +50,9 @@ class CredentialsEndpoint:
             if messages is None:
                 status, body = await self.respond(scope)
                 if status == 401 and self.on_auth_failure is not None:
-                    await self.on_auth_failure(scope)
+                    instead = await self.on_auth_failure(scope)
+                    if instead is not None:
+                        status, body = instead
                 messages = response_messages(status, body if scope["method"] != "HEAD" else b"")
                 if scope["method"] == "HEAD":  # the length of the body a GET would get
                     messages[0]["headers"] = response_messages(status, body)[0]["headers"]
@@ -88,13 +95,14 @@ class CredentialsEndpoint:
             )
         record = self.tokens.lookup(token)
         if record is None:
-            log.warning("credentials request for %r refused: unknown, revoked or expired token", profile)
             return 401, error_body(
                 "InvalidToken",
                 f"the token is unknown, revoked or expired: get a new one with `rolebroker env {profile}`",
             )
         if not record.allows(profile):
-            log.warning("credentials request for %r refused: token %r may not read it", profile, record.name)
+            if self.on_refused is not None:
+                self.on_refused(scope, "requests for a profile their token may not read",
+                                f"token {record.name!r} asked for {profile!r}")
             return 403, error_body(
                 "ProfileNotAllowed",
                 f"token {record.name!r} is not allowed profile {profile!r}; "

@@ -4,14 +4,17 @@
   whose name suddenly resolves to 127.0.0.1 still sends its own name);
 - browser headers (`Origin`, `Sec-Fetch-Site` other than `none`): no web page may read
   credentials, and there is no CORS;
-- oversized headers or bodies.
-Failed token checks are slowed down per peer address without delaying valid clients.
+- oversized headers or bodies;
+- anything but plain HTTP (a WebSocket scope, should a server ever hand one over).
+Failed token checks are slowed down per peer address without delaying valid clients, and
+only a few at a time per peer are held: the rest are answered 429 at once, so neither
+connections nor memory pile up behind a guesser. Bytes and connections are bounded before
+this, while requests are read (`limits.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from collections.abc import Callable, MutableMapping
 
 from broker.channel import is_control
 from broker.endpoint import CREDENTIALS_PREFIX, ASGIApp, Receive, Scope, Send
+from broker.peers import RefusalLog, scope_peer
 from broker.wire import JSON_TYPE, error_body
 
 MAX_BODY = 64 * 1024
@@ -41,27 +45,59 @@ def allowed_hosts(listeners: list[tuple[str, int]]) -> frozenset[bytes]:
     return frozenset(h.encode() for h in hosts)
 
 
+TOO_MANY_FAILURES = (429, error_body(
+    "TooManyFailedRequests",
+    "too many requests with a bad token from this address at once: fix the token "
+    "(`rolebroker env PROFILE` prints a new one) and retry",
+))
+
+
 @dataclass
 class FailureThrottle:
     """Delays failed authentications from one peer: 50 ms per recent failure, at most 2 s.
-    A guesser is slowed to a crawl; a client with a valid token never waits."""
+    At most `max_held` delayed answers per peer are pending at once; failures beyond that are
+    answered 429 at once, so a guesser's rate of slowed answers is bounded whatever the number
+    of its connections. A client with a valid token never waits."""
 
     now: Callable[[], float]
+    refusals: RefusalLog = field(default_factory=RefusalLog)
+    max_held: int = 8
     window: float = 60.0
     step: float = 0.05
     cap: float = 2.0
     _failures: dict[str, deque[float]] = field(default_factory=dict)
+    _held: dict[str, int] = field(default_factory=dict)
 
-    async def hold(self, scope: Scope) -> None:
-        """Record a failed authentication and hold its answer as long as the policy says."""
-        delay = self.record(_peer_key(scope))
+    async def hold(self, scope: Scope) -> tuple[int, bytes] | None:
+        """Record a failed authentication and hold its answer as long as the policy says; or,
+        with this peer's quota of held answers taken, return the answer to send instead."""
+        return await self.hold_peer(scope_peer(scope), _describe(scope))
+
+    async def hold_peer(self, peer: str, request: str = "") -> tuple[int, bytes] | None:
+        delay = self.record(peer)
+        held = self._held.get(peer, 0)
+        if held >= self.max_held:
+            self.refusals.note(peer, "requests with a bad token answered 429 (too many at once)", request)
+            return TOO_MANY_FAILURES
+        self.refusals.note(peer, "requests with a bad token", request)
         if delay:
-            await asyncio.sleep(delay)
+            self._held[peer] = held + 1
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                if self._held[peer] > 1:
+                    self._held[peer] -= 1
+                else:
+                    del self._held[peer]
+        return None
 
     def record(self, peer: str) -> float:
         """Note a failure; return how long its answer should be held."""
         now = self.now()
-        recent = self._failures.setdefault(peer, deque())
+        recent = self._failures.get(peer)
+        if recent is None:
+            # Past the cap more entries would change nothing: keep just enough to reach it.
+            recent = self._failures[peer] = deque(maxlen=int(self.cap / self.step) + 1)
         while recent and recent[0] < now - self.window:
             recent.popleft()
         recent.append(now)
@@ -78,7 +114,7 @@ class RequestGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await _refuse_other(scope, receive, send)
             return
         problem = self.check(scope)
         if problem is not None:
@@ -89,17 +125,24 @@ class RequestGuard:
             # The hot path: the endpoint reads no body and throttles its own 401s, so no wrappers.
             await self.app(scope, receive, send)
             return
-        peer = _peer_key(scope)
+        peer = scope_peer(scope)
         body = await _read_body(receive)
         if body is None:
             await _reply(send, 413, "BodyTooLarge", f"request bodies are limited to {MAX_BODY} bytes")
             return
 
+        refused = False
+
         async def send_throttled(message: MutableMapping[str, Any]) -> None:
+            nonlocal refused
+            if refused:
+                return  # the app's own answer was replaced by the throttle's
             if message["type"] == "http.response.start" and message["status"] == 401:
-                delay = self.throttle.record(peer)
-                if delay:
-                    await asyncio.sleep(delay)
+                instead = await self.throttle.hold_peer(peer, _describe(scope))
+                if instead is not None:
+                    refused = True
+                    await _reply(send, instead[0], body=instead[1])
+                    return
             await send(message)
 
         await self.app(scope, _replay(body, receive), send_throttled)
@@ -129,19 +172,17 @@ class RequestGuard:
         return None
 
 
-@functools.lru_cache(maxsize=64)
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+def _describe(scope: Scope) -> str:
+    # For the log: repr() escapes CR/LF, so a path cannot forge log lines; never a header value.
+    return f"{scope['method']} {scope['path'][:128]!r}"
 
 
-def _peer_key(scope: Scope) -> str:
-    """Whom to count failures against. Every local process can pick any 127.x.y.z source
-    address, so all of loopback counts as one guesser."""
-    address = scope["client"][0] if scope.get("client") else "-"
-    return "loopback" if _is_loopback(address) else address
+async def _refuse_other(scope: Scope, receive: Receive, send: Send) -> None:
+    """Only plain HTTP is served: a WebSocket is closed before it is accepted (the server
+    answers the handshake with 403), and nothing else (lifespan) needs the app."""
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1008, "reason": "plain HTTP only"})
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -175,8 +216,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _reply(send: Send, status: int, code: str, message: str) -> None:
-    body = error_body(code, message)
+async def _reply(send: Send, status: int, code: str = "", message: str = "", body: bytes | None = None) -> None:
+    body = error_body(code, message) if body is None else body
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", JSON_TYPE), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

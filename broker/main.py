@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from broker import systemd
 from broker.channel import is_unix
 from broker.config import ConfigFiles
+from broker.limits import raise_open_file_limit
 from broker.lockdown import forbid_dumps
 from broker.runtime import (
     CONTROL_SOCKET, DaemonAlreadyRunning, RuntimeDirError, claim_runtime_dir, runtime_dir, state_dir,
@@ -63,6 +64,7 @@ def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None
     for problem in forbid_dumps():
         log.warning("process hardening: %s", problem)
     limit_malloc_arenas()
+    raise_open_file_limit()  # systemd's soft limit of 1024 is too few for many clients
     directory = runtime_dir()
     files = ConfigFiles.from_environment()
     try:  # before anything is started

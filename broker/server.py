@@ -18,7 +18,7 @@ import uvicorn
 
 from broker import __version__
 from broker.api import build_control_api
-from broker.channel import ChannelProtocol, bind_control_socket, is_unix
+from broker.channel import bind_control_socket, is_unix, with_peer_credentials
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, ConfigFiles, load_config
 from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
@@ -26,6 +26,8 @@ from broker.configfiles import ConfigFileError
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
 from broker.leases import TokenLeases
 from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
+from broker.limits import Limits, uvicorn_options
+from broker.peers import RefusalLog, scope_peer
 from broker.refresh import RefreshPolicy
 from broker.runtime import (
     CONTROL_SOCKET, DAEMON_FILE, DEFAULT_PORT, claim_runtime_dir, ensure_private_dir, write_json,
@@ -76,6 +78,8 @@ class DaemonSettings:
     client_env: dict[str, str] = field(default_factory=dict)
     # More addresses beside the loopback one, e.g. 169.254.170.2 for bridged containers.
     extra_listen: list[tuple[str, int]] = field(default_factory=list)
+    # What one connection and one peer may hold: request sizes, deadlines, connections, failures.
+    limits: Limits = field(default_factory=Limits)
 
 
 class Daemon:
@@ -98,8 +102,10 @@ class Daemon:
         self.leases.sweep()  # tokens of `exec` commands that ended while no daemon ran
         control_api = build_control_api(self.sessions, self.tokens, self.describe_env, self.reload,
                                         lambda: self.config_error, self.leases)
-        throttle = FailureThrottle(self.clock.now)
-        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, throttle.hold)
+        self.refusals = RefusalLog(settings.limits.summary_interval)
+        throttle = FailureThrottle(self.clock.now, self.refusals, settings.limits.failing_requests_per_peer)
+        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, throttle.hold,
+                                       lambda scope, what, detail: self.refusals.note(scope_peer(scope), what, detail))
         self._lock_fd: int | None = None
         self._own_socket: tuple[int, int] | None = None  # (st_dev, st_ino) of the control socket we made
         self.listeners: list[tuple[str, int]] = []
@@ -348,9 +354,11 @@ class Daemon:
 
     async def serve(self, sockets: list[socket.socket]) -> None:
         self.prepare(sockets)
+        # The protocol bounds heads, deadlines and connections while reading (broker/limits.py).
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
-            date_header=False, timeout_graceful_shutdown=5, loop="none", http=ChannelProtocol,
+            date_header=False, timeout_graceful_shutdown=5, loop="none",
+            **self._protocol_options(),
         )
         self.server = uvicorn.Server(config)
         self.server.should_exit = self._stop_requested  # a stop() that came before serve()
@@ -364,7 +372,15 @@ class Daemon:
                 task.cancel()
             self.remove_runtime_files()
             self.sessions.close()  # the sessions leave memory with the daemon
+            self.refusals.flush()  # the last summary of what was refused, not lost with the loop
             log.info("stopped; sessions wiped from memory")
+
+    def _protocol_options(self) -> dict[str, Any]:
+        options = uvicorn_options(self.settings.limits, self.refusals)
+        # One protocol class serves every socket: the limits, and on the control socket the
+        # peer's uid checked before a byte is read.
+        options["http"] = with_peer_credentials(options["http"])
+        return options
 
     def _install_reload_signal(self) -> None:
         try:

@@ -99,6 +99,10 @@ NoNewPrivileges=yes
 UMask=0077
 # A core dump would write the in-memory MFA sessions to disk (systemd-coredump keeps them).
 LimitCORE=0
+# The default soft limit (1024 open files) is what another user's idle sockets exhausted: the
+# daemon bounds connections below this (broker/limits.py) and raises its soft limit when
+# started by hand as well.
+LimitNOFILE=8192
 # AF_INET/AF_INET6: the endpoint and STS. AF_UNIX: journald, NOTIFY_SOCKET, and helpers that
 # talk to agents or the secret service over D-Bus. AF_NETLINK: getaddrinfo() and Go's
 # resolver ask the kernel which addresses are configured.

@@ -182,7 +182,7 @@ def test_a_full_session_leaks_no_secret(tmp_path: Path, daemon_logging: None, ca
 
     # ---- logs, stdout, stderr ---------------------------------------------------------------
     names = {r.name for r in caplog.records}
-    assert {"rolebroker.sessions", "rolebroker.sts_double", "rolebroker.endpoint"} <= names, names
+    assert {"rolebroker.sessions", "rolebroker.sts_double", "rolebroker.refused"} <= names, names
     log_text = "\n".join([caplog.text] + [r.getMessage() for r in caplog.records]
                          + [r.exc_text or "" for r in caplog.records] + [repr(r.args) for r in caplog.records])
     console = captured.out + captured.err
