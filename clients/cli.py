@@ -4,8 +4,6 @@ imports the daemon (and with it boto3)."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import re
 import signal
@@ -24,6 +22,8 @@ from broker.runtime import DEFAULT_PORT, configured_port, write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
 from clients.durations import parse_duration
 from clients.envfmt import FORMATS
+from clients.status_view import cmd_status, duration_text, local_time
+from clients.token_cmds import cmd_reload, cmd_token_create, cmd_token_list, cmd_token_revoke
 from clients.envvars import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, variables_for
 
 ENV_TOKEN_TTL = 7 * 86400
@@ -251,8 +251,8 @@ def cmd_login(args: argparse.Namespace) -> int:
         print(f"{args.profile} needs no MFA code: it is served as soon as a client asks.")
         return 0
     expires = result["session_expires_at"]
-    print(f"Logged in: MFA session {result['session']} valid until {_local_time(expires)} "
-          f"({_duration(expires - time.time())}).")
+    print(f"Logged in: MFA session {result['session']} valid until {local_time(expires)} "
+          f"({duration_text(expires - time.time())}).")
     print(f"Profiles served by it: {', '.join(result['profiles'])}")
     if result.get("warm_error"):
         print(f"warning: {args.profile}: {result['warm_error']}", file=sys.stderr)
@@ -399,122 +399,6 @@ def cmd_credential_process(args: argparse.Namespace) -> int:
     from clients.credential_process import main as credential_process
 
     return credential_process(args.profile)
-
-
-# ---- status -----------------------------------------------------------------------------
-
-def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        client = DaemonClient()
-        status = client.request("GET", "/v1/status")
-    except DaemonError as exc:
-        if args.json:
-            print(json.dumps({"running": False, "message": exc.message}))
-        else:
-            print(exc.message)
-        return 3  # the LSB status code for "not running"
-    if args.json:
-        print(json.dumps({"running": True, **status}, indent=2))
-    else:
-        print(render_status(status))
-    return STATUS_NEEDS_YOU if needs_attention(status) else 0
-
-
-# `status` exit codes, for scripts: 0 every profile can be served as it is; 1 something needs
-# you (a login, or a config error); 3 the daemon is not running (the LSB code).
-STATUS_NEEDS_YOU = 1
-
-
-def needs_attention(status: dict[str, Any]) -> bool:
-    return bool(status.get("config_error") or status.get("tokens_error")
-                or any(row["config_error"] or row["login_required"] for row in status["profiles"]))
-
-
-def render_status(status: dict[str, Any]) -> str:
-    now = status["now"]
-    headers = ("PROFILE", "ROLE", "CREDENTIALS", "MFA SESSION", "LAST ERROR")
-    rows: list[tuple[str, ...]] = []
-    notes: list[str] = []
-    for row in status["profiles"]:
-        if row["config_error"]:
-            notes.append(f"{row['profile']}: {row['config_error']}")
-            if row["kind"] == "invalid":
-                rows.append((row["profile"], "-", "-", "-", "config error"))
-                continue
-        credentials = (_duration(row["credentials_expire_at"] - now)
-                       if row["credentials_expire_at"] else "none yet")
-        if row["mfa_session"] is None:
-            mfa = "not needed"
-        elif row["login_required"]:
-            mfa = f"login needed (rolebroker login {row['profile']})"
-        elif row["mfa_session_expires_at"] is None:
-            mfa = "starts on first use (mfa_process)"
-        else:
-            mfa = _duration(row["mfa_session_expires_at"] - now)
-        role = row["role_arn"] or "(MFA session itself)"
-        rows.append((row["profile"], role, credentials, mfa, row["last_error"] or "-"))
-        notes.extend(f"{row['profile']}: {note}" for note in row["notes"])
-    if status.get("config_error"):
-        notes.insert(0, f"config: {status['config_error']}")
-    if status.get("tokens_error"):
-        notes.insert(0, f"tokens: {status['tokens_error']}")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    if not rows:
-        lines.append("(no profiles with a role or an MFA device in the AWS config)")
-    return "\n".join(lines + [""] + notes if notes else lines)
-
-
-def _duration(seconds: float) -> str:
-    if seconds <= 0:
-        return "expired"
-    minutes = int(seconds // 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
-
-
-def _local_time(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch).strftime("%H:%M")
-
-
-# ---- reload / tokens --------------------------------------------------------------------
-
-def cmd_reload(args: argparse.Namespace) -> int:
-    result = DaemonClient().request("POST", "/v1/reload")
-    if not result["ok"]:
-        print(f"rolebroker: {result['error']} (still serving the last good config)", file=sys.stderr)
-        return 1
-    print(f"Config reloaded; profiles changed: {', '.join(result['changed']) or 'none'}")
-    return 0
-
-
-def cmd_token_create(args: argparse.Namespace) -> int:
-    if bool(args.profiles) == args.all_profiles:
-        print("rolebroker: name the profiles the token may read (--profile dev, repeatable), or pass "
-              "--all-profiles for a token that reads every profile", file=sys.stderr)
-        return 2
-    ttl = args.ttl
-    result = DaemonClient().request("POST", "/v1/tokens", {"profiles": args.profiles, "all_profiles": args.all_profiles,
-                                                           "name": args.name, "ttl_seconds": ttl})
-    print(result["token"])
-    return 0
-
-
-def cmd_token_list(args: argparse.Namespace) -> int:
-    result = DaemonClient().request("GET", "/v1/tokens")
-    print(f"{'NAME':24} {'PROFILES':20} {'CREATED':16} {'EXPIRES':16} LAST USED")
-    for row in result["tokens"]:
-        stamp = lambda t: dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
-        print(f"{row['name']:24} {','.join(row['profiles']) or '(all)':20} {stamp(row['created_at']):16} "
-              f"{stamp(row['expires_at']):16} {stamp(row['last_used_at'])}")
-    return 0
-
-
-def cmd_token_revoke(args: argparse.Namespace) -> int:
-    DaemonClient().request("DELETE", f"/v1/tokens/{quote(args.name, safe='')}")
-    print(f"Revoked {args.name}")
-    return 0
 
 
 if __name__ == "__main__":

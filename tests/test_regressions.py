@@ -78,7 +78,7 @@ def test_status_of_an_mfa_process_profile_before_first_use(tmp_path: Path) -> No
                                                         f"mfa_serial = {MFA_SERIAL}\nmfa_process = echo 123456")}
     broker = start_broker(tmp_path, layout)
     try:
-        from clients.cli import render_status
+        from clients.status_view import render_status
 
         table = render_status(broker.control().request("GET", "/v1/status"))
         assert "starts on first use (mfa_process)" in table
