@@ -29,7 +29,19 @@ class Authenticator:
         self.command = f"cat {self.path}"
 
     def update(self) -> None:
-        self.path.write_text(totp(MFA_SECRET, self.now()) + "\n")  # type: ignore[operator]
+        # Whole or not at all: a renewal may run `cat` at any moment.
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(totp(MFA_SECRET, self.now()) + "\n")  # type: ignore[operator]
+        os.replace(temporary, self.path)
+
+    def advance(self, broker: Broker, seconds: float) -> None:
+        """Move the daemon's clock and the device's code together, on the daemon's loop: its
+        background refresh wakes on the clock and must never read the previous window's code."""
+        async def step() -> None:
+            broker.clock.advance(seconds)
+            self.update()
+
+        broker.call(step())
 
 
 def status_of(broker: Broker, profile: str) -> dict[str, object]:
@@ -51,8 +63,7 @@ def test_with_mfa_process_72_hours_need_no_human(tmp_path: Path) -> None:
         broker.settle()
         failures = []
         for _ in range(72 * 6):  # ten-minute steps
-            broker.clock.advance(600)
-            authenticator.update()
+            authenticator.advance(broker, 600)
             broker.call(broker.daemon.sessions.refresh_due())
             for profile in ("dev", "prod"):
                 status, _, body = broker.raw_get(profile, broker.token(profile))
@@ -176,8 +187,7 @@ def test_direct_strategy_with_mfa_process_never_reuses_a_code(tmp_path: Path) ->
         broker.settle()
         served = [broker.raw_get(p, broker.token(p))[0] for p in ("strict", "strict2")]
         assert sorted(served) == [200, 503]
-        broker.clock.advance(30)
-        authenticator.update()
+        authenticator.advance(broker, 30)
         broker.advance(0)
         for profile in ("strict", "strict2"):
             assert broker.get_settled(profile)[0] == 200
