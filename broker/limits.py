@@ -285,16 +285,20 @@ def _httptools_protocol() -> type[asyncio.Protocol]:
             if self.timeout_keep_alive_task is not None:
                 self.timeout_keep_alive_task.cancel()
                 self.timeout_keep_alive_task = None
+            if self._feed(data) and self._deadline is None and (self._phase == BODY or self._head_bytes):
+                self._arm_deadline()  # a request has begun and not fully arrived
+
+        def _feed(self, data: bytes) -> bool:
+            """Hand bytes to the parser; False when the connection is done with (refused)."""
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
                 self._upgrade_ignored()
-                return
+                return False
             except httptools.HttpParserError:
                 self._parse_failed()
-                return
-            if self._deadline is None and (self._phase == BODY or self._head_bytes):
-                self._arm_deadline()  # a request has begun and not fully arrived
+                return False
+            return True
 
         def _receive_in_pieces(self, data: bytes) -> None:
             """Hand the parser no more than the head may still take, so what it buffers for one
@@ -313,13 +317,7 @@ def _httptools_protocol() -> type[asyncio.Protocol]:
                     self._head_bytes += len(piece)
                 data = data[len(piece):]
                 self._unset_keepalive_if_required()
-                try:
-                    self.parser.feed_data(piece)
-                except httptools.HttpParserUpgrade:
-                    self._upgrade_ignored()
-                    return
-                except httptools.HttpParserError:
-                    self._parse_failed()
+                if not self._feed(piece):
                     return
             if self._phase != CLOSING and self._deadline is None and (self._phase == BODY or self._head_bytes):
                 self._arm_deadline()

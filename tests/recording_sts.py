@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from broker import sts_double
 from broker.sts_double import IamUser, Role, StsDouble
+from tests.relay import pump
 
 
 @dataclass(frozen=True)
@@ -185,27 +186,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         # Always the double on loopback, whatever host was asked for.
         with client, socket.create_connection(server.backend, timeout=10) as backend:
-            pump = threading.Thread(target=_copy, args=(client, backend), daemon=True)
-            pump.start()
-            _copy(backend, client)
-            pump.join(10)
+            upstream = threading.Thread(target=pump, args=(client, backend), daemon=True)
+            upstream.start()
+            pump(backend, client)
+            upstream.join(10)
         self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - fixed by the base class
         return
 
-
-def _copy(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while chunk := source.recv(65536):
-            target.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        try:
-            target.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 class AwsHostsProxy:

@@ -39,19 +39,23 @@ class ControlRelay:
             upstream = socket.socket(socket.AF_UNIX)
             upstream.connect(self.target)
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+                threading.Thread(target=pump, args=(source, sink, True), daemon=True).start()
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def pump(source: socket.socket, sink: socket.socket, close: bool = False) -> None:
+    """Copy bytes from `source` to `sink` until `source` ends, then tell `sink` no more is
+    coming; with `close`, shut both down and close `source` (a relay owning its sockets)."""
     try:
         while data := source.recv(65536):
             sink.sendall(data)
     except OSError:
         pass
     finally:
-        for sock in (source, sink):
+        ends = (sink, source) if close else (sink,)
+        for sock in ends:
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR if close else socket.SHUT_WR)
             except OSError:
                 pass
-        source.close()
+        if close:
+            source.close()
