@@ -159,7 +159,9 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
 
     @app.post("/v1/logout", dependencies=control)
     async def logout(request: LogoutRequest) -> dict[str, Any]:
-        return {"wiped": sessions.logout(request.profile)}
+        wiped = sessions.logout(request.profile)
+        await sessions.cache_settled()  # a session kept in the keyring is gone from there too
+        return {"wiped": wiped}
 
     @app.get("/v1/profiles/{profile}/env", dependencies=control)
     async def profile_env(profile: str, target: str = Query("host", pattern="^(host|docker)$")) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from broker.errors import (
     UnknownProfile,
     login_hint,
 )
+from broker.keyring_sessions import DaemonKeyring
 from broker.mfa import next_window, run_mfa_process
 from broker.models import Credentials, SourceSecret, is_temporary
 from broker.refresh import RefreshPolicy
@@ -126,8 +127,13 @@ def _expiry_of(_key: object, value: Issued | MfaSession, _now: float) -> float:
 class SessionManager:
     def __init__(self, config: BrokerConfig, sts: StsGateway, clock: Clock,
                  policy: RefreshPolicy | None = None, rng: random.Random | None = None,
-                 workers: int = 4) -> None:
+                 workers: int = 4, keyring: DaemonKeyring | None = None) -> None:
         self.config = config
+        # The OS keyring (long-term keys, the opt-in MFA session cache): made on first use.
+        self._keyring = keyring
+        # MFA sessions already looked up in the keyring's cache (once per daemon, or a login since).
+        self._cache_tried: set[MfaSessionKey] = set()
+        self._uncaching: set[asyncio.Task[None]] = set()
         self.sts = sts
         self.clock = clock
         self.policy = policy or RefreshPolicy()
@@ -367,9 +373,15 @@ class SessionManager:
     def _remember_code(self, serial: str, code: str) -> None:
         self._last_code[serial] = (code, next_window(self.clock.now()))
 
+    @property
+    def keyring(self) -> DaemonKeyring:
+        if self._keyring is None:
+            self._keyring = DaemonKeyring()
+        return self._keyring
+
     async def _source_secret(self, source: Source, profile: str) -> SourceSecret:
         if isinstance(source, StaticSource):
-            return source.keys
+            return await self.keyring.keys(source.keys, profile)
         if isinstance(source, SessionSource):
             return await self._session_credentials(source, profile)
         if isinstance(source, RoleSource):
@@ -392,6 +404,9 @@ class SessionManager:
 
     async def _session_credentials(self, source: SessionSource, profile: str) -> Credentials:
         session = self._mfa.get(source.key)
+        if session is None and source.session_cache and source.key not in self._cache_tried:
+            await self._single_flight(("restore", source.key), functools.partial(self._restore_session, source))
+            session = self._mfa.get(source.key)
         if session is not None:
             return session.credentials
         if source.key.mfa_serial and not source.mfa_process:
@@ -408,16 +423,59 @@ class SessionManager:
             else:  # a typed code goes to STS, which judges it; mfa_process must not reuse it
                 self._remember_code(source.key.mfa_serial, code)
         logouts = self._logouts
+        keys = await self.keyring.keys(source.keys, login_profile or source.key.source_profile)
         # Sent where the role profile's own STS client goes (its region, services, endpoint_url).
         credentials = await self._run(
-            self.sts.get_session_token, source.sts_profile, source.keys, source.duration,
+            self.sts.get_session_token, source.sts_profile, keys, source.duration,
             source.key.mfa_serial, code, self._region_of(source.sts_profile), login_profile,
         )
         if self._logouts != logouts:  # the user logged out while STS answered: honour that
             hint = login_hint(login_profile or source.key.source_profile)
             raise LoginRequired(f"logged out while the session was starting: {hint}")
         self._mfa[source.key] = MfaSession(source.key, credentials, self.clock.now())
+        if source.session_cache:  # written before a logout can be queued behind it (one keyring thread)
+            self._cache_tried.add(source.key)
+            await self.keyring.save_session(source.key, credentials)
         return credentials
+
+    # ---- the opt-in MFA session cache in the keyring ----------------------------------
+
+    async def _restore_session(self, source: SessionSource) -> None:
+        """A session a previous daemon kept in the keyring, taken up while it has time left."""
+        logouts = self._logouts
+        try:
+            credentials = await self.keyring.load_session(source.key)
+        finally:
+            self._cache_tried.add(source.key)
+        now = self.clock.now()
+        if credentials is None or self._logouts != logouts or source.key in self._mfa:
+            return
+        if credentials.expiration - now <= self.policy.mfa_warning:
+            # Too little left to be worth serving from; a login replaces it.
+            await self.keyring.drop_session(source.key)
+            return
+        self._mfa[source.key] = MfaSession(source.key, credentials, now)
+        log.info("MFA session %s taken from the keyring, valid for %.1f h more", source.key.label(),
+                 (credentials.expiration - now) / 3600)
+
+    def restore_cached_sessions(self) -> None:
+        """Look up every cached session once (at start-up), so `status` shows them."""
+        for plan in self.config.plans.values():
+            root = self.root_session_source(plan)
+            if isinstance(root, SessionSource) and root.session_cache and root.key not in self._cache_tried:
+                self._single_flight(("restore", root.key), functools.partial(self._restore_session, root))
+
+    def _uncache(self, keys: set[MfaSessionKey]) -> None:
+        for key in keys:
+            self._cache_tried.add(key)  # nothing to take from the keyring after a logout
+            task = asyncio.ensure_future(self.keyring.drop_session(key))
+            self._uncaching.add(task)
+            task.add_done_callback(self._uncaching.discard)
+
+    async def cache_settled(self) -> None:
+        """Wait until the keyring has forgotten the sessions of a logout."""
+        if self._uncaching:
+            await asyncio.wait(set(self._uncaching))
 
     def _region_of(self, profile: str) -> str | None:
         plan = self.config.plans.get(profile)
@@ -513,6 +571,9 @@ class SessionManager:
             wiped = sorted(self._roles.keys())
             for name in {*self._roles.keys(), *self._state, *self.config.plans}:
                 self._forget(name)
+            self._uncache({root.key for plan in self.config.plans.values()
+                           if isinstance(root := self.root_session_source(plan), SessionSource)
+                           and root.session_cache})
             self._mfa.clear()
             self._logouts += 1
             return wiped
@@ -522,6 +583,8 @@ class SessionManager:
             served = set(self.profiles_using(root.key))
             self._mfa.pop(root.key, None)
             self._logouts += 1
+            if root.session_cache:
+                self._uncache({root.key})
         else:
             served = {profile}  # a direct-strategy or keys-only profile
         # ... and every profile built on those (chains, and roles assumed with a code from them).
@@ -541,7 +604,8 @@ class SessionManager:
         if isinstance(root, DirectSource):  # a chain on it renews while its bottom is served
             base = self._root_plan(plan)
             return base is not plan and base.name in self._serving
-        return root.key in self._mfa
+        # A session the keyring may hold is looked up before anyone is told to log in.
+        return root.key in self._mfa or (root.session_cache and root.key not in self._cache_tried)
 
     async def refresh_due(self) -> None:
         """Renew every cached profile whose refresh time has come; return when done."""
@@ -603,6 +667,7 @@ class SessionManager:
 
     async def run(self) -> None:
         """The background loop: wake every `tick` on the injected clock."""
+        self.restore_cached_sessions()
         while True:
             try:
                 await self.refresh_due()
@@ -681,8 +746,7 @@ class SessionManager:
             if name in self._capped:
                 notes.append(f"duration_seconds {self._capped[name]} capped to {CHAINED_ROLE_CAP_SECONDS} (its "
                              "source gave temporary credentials: STS limits roles assumed from them to 1 hour)")
-            if isinstance(plan, RolePlan):
-                notes.extend(plan.notes)
+            notes.extend(plan.notes)
             notes.extend(self._endpoint_notes(plan))
             rows.append(ProfileStatus(
                 profile=name,
