@@ -116,6 +116,9 @@ class IssuedCredential:
     role_arn: str | None = None
     session_name: str | None = None
     chain_depth: int = 0  # 0 = GetSessionToken; 1 = role from a user; n+1 = role from a depth-n role
+    # A role assumed with the user's long-term keys (not chained): the console federation
+    # endpoint allows a SessionDuration only for these.
+    from_long_term_keys: bool = False
 
 
 class _StsError(Exception):
@@ -398,7 +401,7 @@ class StsDouble:
         if role.require_mfa and not mfa:
             raise denied
         depth = 1 if cred is None else cred.chain_depth + 1
-        new = self._issue("role", user, duration, mfa, role.arn, name, depth)
+        new = self._issue("role", user, duration, mfa, role.arn, name, depth, from_long_term_keys=cred is None)
         arn, role_id = self._identity(user, new)
         return (self._credentials_xml(new)
                 + f"<AssumedRoleUser>{_el('AssumedRoleId', role_id)}{_el('Arn', arn)}</AssumedRoleUser>")
@@ -435,14 +438,16 @@ class StsDouble:
         return True
 
     def _issue(self, kind: Literal["session", "role"], user: IamUser, duration: int, mfa: bool,
-               role_arn: str | None, session_name: str | None, depth: int) -> IssuedCredential:
+               role_arn: str | None, session_name: str | None, depth: int,
+               from_long_term_keys: bool = False) -> IssuedCredential:
         key_id = "ASIA" + _rand(16)
         while key_id in self._issued or key_id in self._users:
             key_id = "ASIA" + _rand(16)
         cred = IssuedCredential(
             access_key_id=key_id, secret_access_key=_rand(40, _SECRET_ALPHABET),
             session_token=secrets.token_urlsafe(192), kind=kind, expiration=self._now() + duration,
-            user=user, mfa_authenticated=mfa, role_arn=role_arn, session_name=session_name, chain_depth=depth)
+            user=user, mfa_authenticated=mfa, role_arn=role_arn, session_name=session_name, chain_depth=depth,
+            from_long_term_keys=from_long_term_keys)
         self._issued[key_id] = cred
         return cred
 
