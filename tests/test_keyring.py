@@ -85,6 +85,7 @@ def keyring_env(service: secret_service.SecretService, monkeypatch: pytest.Monke
 def running(tmp_path: Path, keyring_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[Broker]:
     options = getattr(request, "param", {})
     broker = start_broker(tmp_path, layout(**options), users=[alice(), BOB], roles=standard_roles())
+    broker.sts.check_signatures = True  # the secret that signed is checked, not only the key id
     yield broker
     broker.stop()
 
@@ -189,6 +190,7 @@ def test_a_source_profile_without_keys_in_the_files_uses_the_keyrings(
         tmp_path: Path, keyring_env: dict[str, str]) -> None:
     credentials = "# alice's keys live in the keyring\n[alice]\nregion = us-east-1\n"
     broker = start_broker(tmp_path, layout(credentials=credentials), users=[alice(), BOB])
+    broker.sts.check_signatures = True
     try:
         env = cli_env(broker, keyring_env)
         status, _, body = broker.raw_get("dev", broker.token("dev"))
@@ -196,6 +198,11 @@ def test_a_source_profile_without_keys_in_the_files_uses_the_keyrings(
 
         # The secret is typed at the prompt (here: piped), never given on the command line.
         assert rb(env, "keys", "add", "alice", ALICE_SECRET).returncode == 2
+        # A wrong secret is what STS sees: the keyring's keys are the ones that sign.
+        assert rb(env, "keys", "add", "alice", input=f"{ALICE_KEY}\nnot-alices-secret-0000000000000\n").returncode == 0
+        wrong = broker.control_call("POST", "/v1/login", {"profile": "dev", "code": broker.next_code()})
+        assert wrong[0] == 403 and b"does not accept the keys" in wrong[2]
+        assert broker.sts.calls[-1].error_code == "SignatureDoesNotMatch"
         added = rb(env, "keys", "add", "alice", input=f"{ALICE_KEY}\n{ALICE_SECRET}\n")
         assert added.returncode == 0, added.stderr
         assert ALICE_SECRET not in added.stdout + added.stderr
