@@ -14,7 +14,6 @@ role's secret key never leaves the daemon for this. What STS allows, and what is
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import os
 import urllib.parse
@@ -70,6 +69,8 @@ def signin_endpoint(partition: str, override: str | None) -> str:
     """The federation endpoint: the partition's own, unless one is named. A named one gets
     the role's secret, so it must be https, or plain http to this machine only (tests)."""
     chosen = override or os.environ.get(SIGNIN_URL_VARIABLE) or PARTITIONS[partition].signin
+    import ipaddress  # only here, as in server.check_listen_address: start-up need not load it
+
     parsed = urllib.parse.urlsplit(chosen)
     local = False
     try:

@@ -177,12 +177,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             problem = str(exc)
     for name in sorted(set(in_files) | set(in_keyring)):
         if name in in_files and name in in_keyring:
-            where = f"keyring and {files.credentials_file} (the file's are used)"
+            where = (f"the AWS files (the file's are used); the keyring holds {mask(in_keyring[name])} too: "
+                     f"`rolebroker keys import {name}` or `keys remove {name}`")
         elif name in in_keyring:
             where = "keyring"
         else:
-            where = "file (`rolebroker keys import " + name + "` moves them)"
-        rows.append((name, mask(in_keyring.get(name) or in_files[name]), where))
+            where = f"the AWS files (`rolebroker keys import {name}` moves them)"
+        rows.append((name, mask(in_files.get(name) or in_keyring[name]), where))
     for name in sorted(names - set(in_keyring)):
         if problem is None:
             rows.append((name, "-", "listed, but no longer in the keyring (`rolebroker keys add` or `remove`)"))

@@ -237,7 +237,8 @@ def test_keys_in_both_places_the_file_wins_and_status_says_so(
     assert [c.caller_access_key_id for c in running.sts.calls if c.action == "GetSessionToken"][-1] == ALICE_KEY
 
     listed = rb(env, "keys", "list")
-    assert "(the file's are used)" in listed.stdout and "****0009" in listed.stdout
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("alice"))
+    assert "****0001" in row and "(the file's are used)" in row and "keyring holds ****0009" in row
     assert "not-the-real-secret" not in listed.stdout
 
 
