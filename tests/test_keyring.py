@@ -134,6 +134,9 @@ def test_import_moves_keys_out_of_the_file_and_login_refresh_exec_work(
     credentials = Path(running.files.credentials_file)
     credentials.chmod(0o640)
     original = credentials.read_text()
+    running.login("dev")  # a session bought with the file's keys, before the move
+    status, _, served = running.get_settled("dev")
+    assert status == 200
 
     for profile in ("alice", "bob"):
         result = rb(env, "keys", "import", profile)
@@ -153,7 +156,13 @@ def test_import_moves_keys_out_of_the_file_and_login_refresh_exec_work(
         assert files_holding(secret, running.tmp, service.home) == []
     assert service.files(), "the keyring daemon keeps its (encrypted) keyring in a file"
 
-    # The CLI told the daemon to reload: login signs GetSessionToken with the keyring's keys.
+    # The CLI told the daemon to reload; the MFA session bought before the move serves on.
+    sessions_before = running.sts.count("GetSessionToken")
+    running.advance(3600)
+    status, _, renewed = running.get_settled("dev")
+    assert status == 200 and renewed["AccessKeyId"] != served["AccessKeyId"]
+    assert running.sts.count("GetSessionToken") == sessions_before
+    # A new login signs GetSessionToken with the keyring's keys (the double checks the signature).
     before = running.sts.count("GetSessionToken")
     running.login("dev")
     assert running.sts.count("GetSessionToken", ok=True) == before + 1
