@@ -3,6 +3,7 @@ a local double of the console federation endpoint that checks the Session JSON i
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def login_query(url: str) -> dict[str, str]:
 
 
 def test_a_session_token_profile_signs_in_with_its_role_credentials_for_at_most_an_hour(
-        broker: Broker, federation: FederationDouble) -> None:
+        broker: Broker, federation: FederationDouble, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="rolebroker")
     broker.login("dev")
     status, _, served = broker.get_settled("dev")
     assert status == 200
@@ -79,8 +81,11 @@ def test_a_session_token_profile_signs_in_with_its_role_credentials_for_at_most_
     query = login_query(url)
     assert query == {"Action": "login", "Issuer": "rolebroker", "SigninToken": call.token,
                      "Destination": "https://console.aws.amazon.com/console/home?region=eu-west-1"}
-    # The secret key went to the federation endpoint only: not in what the CLI printed.
+    # The secret key went to the federation endpoint only: not in what the CLI printed, nor in
+    # the daemon's log (nor the sign-in token, which the URL alone carries).
     assert served["SecretAccessKey"] not in result.stdout + result.stderr
+    for secret in (served["SecretAccessKey"], served["Token"], call.token):
+        assert secret not in caplog.text
 
 
 def test_a_longer_console_session_is_refused_for_role_chaining_and_said_why(
