@@ -23,6 +23,7 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, ConfigFiles, load_config
 from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
 from broker.configfiles import ConfigFileError
+from broker.keyring_sessions import DaemonKeyring
 from broker.keystore import index_path, read_index
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
 from broker.leases import TokenLeases
@@ -81,7 +82,8 @@ class DaemonSettings:
 
 class Daemon:
     def __init__(self, settings: DaemonSettings, clock: Clock | None = None,
-                 sts: StsGateway | None = None, policy: RefreshPolicy | None = None) -> None:
+                 sts: StsGateway | None = None, policy: RefreshPolicy | None = None,
+                 keyring: DaemonKeyring | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.config_error: str | None = None
@@ -92,7 +94,9 @@ class Daemon:
         self._reload_tasks: set[asyncio.Future[dict[str, Any]]] = set()
         self._mtimes: FileStamps = (None, None, None)
         config = self._load_or_empty()
-        self.sessions = SessionManager(config, sts or BotocoreSts(settings.files), self.clock, policy)
+        # The OS keyring is made on first use (keyring_sessions.DaemonKeyring): most users never need it.
+        self.sessions = SessionManager(config, sts or BotocoreSts(settings.files), self.clock, policy,
+                                       keyring=keyring)
         ensure_private_dir(settings.state_dir)
         self.tokens = TokenStore(settings.state_dir / "tokens.json", self.clock.now)
         self.leases = TokenLeases(self.tokens)
