@@ -89,12 +89,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         print("rolebroker: the keyring did not give the keys back as stored; the credentials file is unchanged",
               file=sys.stderr)
         return 1
+    # Listed before the file changes: a daemon that reloads in between still finds the keys.
+    listed = args.profile in read_index(state_dir())
+    _remember(args.profile, True)
     try:
         write_without_keys(found)
     except CredentialsFileError:
+        _remember(args.profile, listed)
         _restore(store, args.profile, previous)
         raise
-    _remember(args.profile, True)
     print(f"Moved the keys of {args.profile} ({mask(found.key_id)}) from {files.credentials_file} into the keyring "
           f"({store.describe()}); every other line of the file is as it was.")
     _reload_daemon()
