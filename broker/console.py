@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -65,22 +66,29 @@ def destination(partition: str, region: str | None) -> str:
     return f"{where.console}/console/home?region={urllib.parse.quote(region or where.default_region, safe='')}"
 
 
+# The hosts a role's secret may be sent to for a sign-in token: AWS's own sign-in hosts in
+# every partition (the global one, and the regional `eu-west-1.signin.aws.amazon.com`).
+SIGNIN_HOSTS = re.compile(r"^(?:[a-z0-9-]+\.)?signin\.(?:aws\.amazon\.com|amazonaws\.cn|amazonaws-us-gov\.com)$")
+
+
 def signin_endpoint(partition: str, override: str | None) -> str:
-    """The federation endpoint: the partition's own, unless one is named. A named one gets
-    the role's secret, so it must be https, or plain http to this machine only (tests)."""
+    """The federation endpoint: the partition's own, unless one is named. A named one gets the
+    role's secret key, so it must be AWS's sign-in over https, or this machine (tests)."""
     chosen = override or os.environ.get(SIGNIN_URL_VARIABLE) or PARTITIONS[partition].signin
     import ipaddress  # only here, as in server.check_listen_address: start-up need not load it
 
     parsed = urllib.parse.urlsplit(chosen)
-    local = False
+    host = (parsed.hostname or "").lower()
     try:
-        local = parsed.hostname is not None and (parsed.hostname == "localhost"
-                                                 or ipaddress.ip_address(parsed.hostname).is_loopback)
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
-        pass
-    if parsed.scheme != "https" and not (parsed.scheme == "http" and local) or parsed.query or parsed.fragment:
-        raise ConsoleRefused(f"{SIGNIN_URL_VARIABLE} must be an https URL with no query (plain http only to this "
-                             "machine), e.g. https://signin.aws.amazon.com/federation")
+        local = False
+    aws = parsed.scheme == "https" and SIGNIN_HOSTS.match(host) is not None and parsed.port in (None, 443)
+    if not (aws or (local and parsed.scheme in ("http", "https"))) or parsed.query or parsed.fragment \
+            or parsed.username is not None:
+        raise ConsoleRefused(f"{SIGNIN_URL_VARIABLE} must name AWS's sign-in federation endpoint over https (e.g. "
+                             "https://signin.amazonaws.cn/federation), or one on this machine; it gets the role's "
+                             "secret key, so nothing else is accepted")
     return chosen
 
 

@@ -160,8 +160,13 @@ def test_partitions_have_their_own_endpoints(monkeypatch: pytest.MonkeyPatch) ->
     assert destination("aws-us-gov", "us-gov-east-1") == \
         "https://console.amazonaws-us-gov.com/console/home?region=us-gov-east-1"
     assert signin_endpoint("aws", None) == "https://signin.aws.amazon.com/federation"
-    # A named endpoint gets the role's secret: https, or plain http to this machine only.
-    for bad in ("http://signin.example.com/federation", "ftp://127.0.0.1/x", "https://x.example/f?a=b"):
+    # A named endpoint gets the role's secret: AWS's sign-in hosts over https, or this machine.
+    for bad in ("http://signin.aws.amazon.com/federation", "https://signin.example.com/federation",
+                "https://signin.aws.amazon.com.example.com/federation", "https://evil.com/signin.aws.amazon.com",
+                "ftp://127.0.0.1/x", "https://signin.aws.amazon.com/federation?a=b",
+                "https://user@signin.aws.amazon.com/federation", "https://signin.aws.amazon.com:8443/federation"):
         with pytest.raises(BrokerError):
             signin_endpoint("aws", bad)
-    assert signin_endpoint("aws", "https://signin.example.com/federation") == "https://signin.example.com/federation"
+    for good in ("https://eu-west-1.signin.aws.amazon.com/federation", "https://signin.amazonaws.cn/federation",
+                 "http://127.0.0.1:8080/federation", "http://[::1]:1/federation"):
+        assert signin_endpoint("aws", good) == good
