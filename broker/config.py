@@ -301,7 +301,7 @@ def _plan_profile(
     duration = _int_setting(section, MFA_SESSION_KEY, DEFAULT_MFA_SESSION_SECONDS,
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS, where)
     source = SessionSource(MfaSessionKey(name, serial), keys, duration, _str(section.get("mfa_process")), name,
-                           _session_cache(section, where))
+                           session_cache=_session_cache(section, where))
     return SessionPlan(name=name, source=source, region=region, notes=_shadow_note(name, section, files))
 
 
@@ -439,7 +439,7 @@ def _plan_source(
                             f"profile {source_name!r} in {files.describe()}")
     mfa_process = _str(profiles[name].get("mfa_process")) or _str(source.get("mfa_process"))
     return SessionSource(MfaSessionKey(source_name, serial), keys, duration, mfa_process, name,
-                         _session_cache(source, f"profile {source_name!r} in {files.describe()}"))
+                         session_cache=_session_cache(source, f"profile {source_name!r} in {files.describe()}"))
 
 
 def _inherited_region(source_name: str | None, profiles: Mapping[str, Mapping[str, Any]]) -> str | None:
