@@ -37,6 +37,9 @@ class DaemonKeyring:
         if timeout is not None:
             self.worker.timeout = timeout
 
+    def close(self) -> None:
+        self.worker.close()
+
     async def keys(self, keys: LongTermKeys, profile: str) -> StaticKeys:
         """The keys themselves: as they are when they came from a file, else the keyring's."""
         if isinstance(keys, StaticKeys):

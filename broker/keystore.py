@@ -201,12 +201,18 @@ class KeyringWorker:
     def __init__(self, store: KeyStore, timeout: float = KEYRING_TIMEOUT) -> None:
         self.store = store
         self.timeout = timeout
-        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def _work(self) -> None:
-        while True:
-            self._queue.get()()
+        while (job := self._queue.get()) is not None:
+            job()
+
+    def close(self) -> None:
+        """End the thread once the calls already queued are done (the daemon is stopping)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
 
     async def call(self, function: Callable[[KeyStore], T]) -> T:
         loop = asyncio.get_running_loop()

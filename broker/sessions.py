@@ -789,6 +789,8 @@ class SessionManager:
         self._mfa.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._source_executor.shutdown(wait=False, cancel_futures=True)
+        if self._keyring is not None:
+            self._keyring.close()
 
 
 def _strategy(plan: ProfilePlan, root: MfaSource | None) -> str:
