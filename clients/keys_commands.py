@@ -37,9 +37,12 @@ def run(args: argparse.Namespace) -> int:
 # ---- add / import / remove -----------------------------------------------------------------
 
 def _prompt(label: str, secret: bool) -> str:
+    """One line from the terminal (the secret unechoed), or from a pipe (a password manager)."""
     if sys.stdin.isatty():
-        return getpass.getpass(f"{label}: ") if secret else input(f"{label}: ")
-    return sys.stdin.readline().strip()  # a pipe (a password manager, a script): one line each
+        if secret:
+            return getpass.getpass(f"{label}: ")
+        print(f"{label}: ", end="", file=sys.stderr, flush=True)  # stdout stays for output
+    return sys.stdin.readline().strip()
 
 
 def cmd_add(args: argparse.Namespace) -> int:
