@@ -315,3 +315,48 @@ def test_session_cache_survives_a_daemon_restart_and_logout_removes_it(
     assert rb(env, "credential-process", "dev").returncode == 1  # a login is needed again
     daemon.signal(15)
     assert daemon.wait() == 0
+
+
+def test_keys_add_prompts_on_a_terminal_without_echoing_the_secret(
+        running: Broker, keyring_env: dict[str, str]) -> None:
+    import pty
+    import select
+    import time
+
+    env = cli_env(running, keyring_env)
+    # rolebroker on a terminal (a pseudo-terminal), as a user runs it; a session of its own,
+    # so it reads the terminal it was given, never the one running the tests.
+    terminal, child_end = pty.openpty()
+    child = subprocess.Popen([str(ROLEBROKER), "keys", "add", "carol"], env=env, stdin=child_end,
+                             stdout=child_end, stderr=child_end, start_new_session=True)
+    os.close(child_end)
+    seen = b""
+
+    def until(text: bytes, timeout: float = 30.0) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text not in seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {text!r} on the terminal; got {seen!r}"
+            if select.select([terminal], [], [], remaining)[0]:
+                try:
+                    chunk = os.read(terminal, 4096)
+                except OSError:  # the child closed the terminal
+                    chunk = b""
+                assert chunk, f"the terminal closed before {text!r}; got {seen!r}"
+                seen += chunk
+
+    try:
+        until(b"AWS access key ID: ")
+        os.write(terminal, b"AKIACAROL00000000001\n")
+        until(b"AWS secret access key: ")
+        os.write(terminal, b"carols-secret-00000000000000000000000\n")
+        until(b"Stored the keys of carol (****0001)")
+    finally:
+        status = child.wait(30)
+        os.close(terminal)
+    assert status == 0
+    assert b"carols-secret" not in seen  # typed, never echoed
+    keys = OsKeyring().get_keys("carol")
+    assert keys is not None and keys.secret_access_key == "carols-secret-00000000000000000000000"
+    OsKeyring().delete_keys("carol")
