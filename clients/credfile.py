@@ -19,6 +19,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker.configfiles import ConfigFileError, open_checked
 from broker.runtime import write_atomic
 
 KEY_OPTIONS = ("aws_access_key_id", "aws_secret_access_key")
@@ -51,19 +52,28 @@ def _parse(text: str, path: str) -> configparser.RawConfigParser:
     return parser
 
 
+def _read(path: str) -> str | None:
+    """The file's text, read the way the daemon reads it (a FIFO or a device where the file
+    should be is refused, never waited on); None when there is no file."""
+    try:
+        fd = open_checked(path)
+    except ConfigFileError as exc:
+        raise CredentialsFileError(str(exc)) from None
+    if fd is None:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read().decode("utf-8")  # open_checked checked the size and the encoding
+    except OSError as exc:
+        raise CredentialsFileError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def find_keys(path: str, profile: str) -> FoundKeys | None:
     """The profile's keys in the credentials file at `path`, with the lines that hold them
     (None: the file or the section has no keys)."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
+    text = _read(path)
+    if text is None:
         return None
-    except OSError as exc:
-        raise CredentialsFileError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CredentialsFileError(f"{path} is not valid UTF-8: re-save it as UTF-8 first") from None
     lines = text.splitlines(keepends=True)
     section: str | None = None
     option: str | None = None  # the option the next indented lines continue
@@ -128,11 +138,10 @@ def write_without_keys(found: FoundKeys) -> None:
     """Replace the file with its text minus the keys, unless it changed since it was read."""
     real = os.path.realpath(found.path)  # through a dotfile manager's link, to the file itself
     try:
-        current = Path(real).read_bytes()
         mode = stat.S_IMODE(os.stat(real).st_mode)
     except OSError as exc:
         raise CredentialsFileError(f"cannot read {found.path}: {exc.strerror}") from None
-    if current != found.text.encode("utf-8"):
+    if _read(real) != found.text:
         raise CredentialsFileError(f"{found.path} changed while rolebroker was reading it: run the command again")
     try:
         write_atomic(Path(real), without_keys(found).encode("utf-8"), mode=mode, durable=True)

@@ -106,3 +106,10 @@ def test_a_file_changed_meanwhile_is_not_overwritten(tmp_path: Path) -> None:
         write_without_keys(found)
     assert path.read_text() == changed
     assert sorted(os.listdir(tmp_path)) == ["credentials"]
+
+
+def test_a_fifo_where_the_file_should_be_is_refused_without_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "credentials"
+    os.mkfifo(path)
+    with pytest.raises(CredentialsFileError, match="named pipe"):
+        find_keys(str(path), "dev")
