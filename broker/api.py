@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker import __version__
 from broker.channel import PEER_KEY, is_control
+from broker.console import MAX_CONSOLE_SECONDS, MIN_CONSOLE_SECONDS, sign_in
 from broker.errors import BrokerError
 from broker.leases import TokenLeases, holder_of
 from broker.names import PROFILE_NAME_CHARS
@@ -69,6 +70,13 @@ class TokenRequest(BaseModel):
     bind_to_caller: bool = False
     # Hand out the token last minted for this purpose while most of its life is ahead (`env`).
     reuse: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+
+
+class ConsoleRequest(BaseModel):
+    profile: str = Field(pattern=PROFILE_NAME)
+    duration_seconds: int | None = Field(default=None, ge=MIN_CONSOLE_SECONDS, le=MAX_CONSOLE_SECONDS)
+    # The CLI's ROLEBROKER_SIGNIN_URL, if set (the daemon may not share the shell's environment).
+    signin_url: str | None = Field(default=None, max_length=2048)
 
 
 def _json_error(status: int, code: str, message: str) -> JSONResponse:
@@ -159,7 +167,9 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
 
     @app.post("/v1/logout", dependencies=control)
     async def logout(request: LogoutRequest) -> dict[str, Any]:
-        return {"wiped": sessions.logout(request.profile)}
+        wiped = sessions.logout(request.profile)
+        await sessions.cache_settled()  # a session kept in the keyring is gone from there too
+        return {"wiped": wiped}
 
     @app.get("/v1/profiles/{profile}/env", dependencies=control)
     async def profile_env(profile: str, target: str = Query("host", pattern="^(host|docker)$")) -> dict[str, Any]:
@@ -203,6 +213,11 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
         if not tokens.revoke(name):
             raise ControlError(400, "UnknownToken", f"no token named {name!r}; `rolebroker token list` shows them")
         return {"revoked": name}
+
+    @app.post("/v1/console", dependencies=control)
+    async def console(request: ConsoleRequest) -> dict[str, Any]:
+        # The daemon signs in with the role's credentials itself: only the URL comes back.
+        return await sign_in(sessions, request.profile, request.duration_seconds, request.signin_url)
 
     @app.post("/v1/reload", dependencies=control)
     async def reload_config() -> dict[str, Any]:

@@ -32,6 +32,12 @@ DEFAULT_ROLE_SECONDS = 3600
 
 # Our own per-profile key: the MFA session's length (the AWS tools ignore unknown keys).
 MFA_SESSION_KEY = "rolebroker_mfa_session_seconds"
+# On a source profile: `keyring` keeps its MFA session in the OS keyring across restarts.
+SESSION_CACHE_KEY = "rolebroker_session_cache"
+# Set on the planner's copy of a section (never in a file): the keyring holds this profile's keys,
+# and whether the file's own keys shadow them.
+IN_KEYRING = "rolebroker:keyring"
+SHADOWED = "rolebroker:keyring-shadowed"
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
@@ -49,11 +55,26 @@ class MfaSessionKey:
 
 
 @dataclass(frozen=True)
+class KeyringKeys:
+    """An IAM user's long-term keys kept in the OS keyring (`rolebroker keys`): read from
+    it when a call needs them, never held in the plan."""
+
+    profile: str
+
+    @property
+    def temporary(self) -> bool:
+        return False  # `rolebroker keys` stores long-term keys only
+
+
+LongTermKeys = StaticKeys | KeyringKeys
+
+
+@dataclass(frozen=True)
 class SessionSource:
     """GetSessionToken with an IAM user's long-term keys, with MFA when a serial is set."""
 
     key: MfaSessionKey
-    keys: StaticKeys
+    keys: LongTermKeys
     duration: int
     # A command that prints a code (a YubiKey, a password manager): the daemon renews
     # the session by itself with it, so no human is needed at all.
@@ -61,6 +82,8 @@ class SessionSource:
     # The role profile whose STS client sends GetSessionToken (its region, `services`,
     # endpoint_url): botocore sends every call of a profile where that profile points.
     via: str | None = None
+    # `rolebroker_session_cache = keyring`: the session outlives a daemon restart (see sessions).
+    session_cache: bool = False
 
     @property
     def sts_profile(self) -> str:
@@ -73,7 +96,7 @@ class StaticSource:
     chain, or temporary keys (with aws_session_token), which cannot buy an MFA session."""
 
     profile: str
-    keys: StaticKeys
+    keys: LongTermKeys
 
 
 @dataclass(frozen=True)
@@ -141,6 +164,7 @@ class SessionPlan:
     name: str
     source: SessionSource
     region: str | None
+    notes: tuple[str, ...] = ()
 
 
 ProfilePlan = RolePlan | SessionPlan
@@ -184,8 +208,9 @@ def new_botocore_session(files: ConfigFiles, profile: str | None = None) -> boto
     return session
 
 
-def load_config(files: ConfigFiles) -> BrokerConfig:
-    """Parse both files. Raises ConfigFileError when a file itself is broken."""
+def load_config(files: ConfigFiles, keyring_profiles: frozenset[str] = frozenset()) -> BrokerConfig:
+    """Parse both files. Raises ConfigFileError when a file itself is broken.
+    `keyring_profiles`: profiles whose long-term keys the OS keyring holds (`rolebroker keys`)."""
     real = (files.config_file, files.credentials_file)
     with checked_paths(real) as safe:
         try:
@@ -199,7 +224,8 @@ def load_config(files: ConfigFiles) -> BrokerConfig:
             ) from None
         except UnicodeDecodeError:
             raise ConfigFileError(f"{files.describe()} is not valid UTF-8: re-save it as UTF-8") from None
-    profiles: Mapping[str, Mapping[str, Any]] = raw.get("profiles", {})
+    raw_profiles: Mapping[str, Mapping[str, Any]] = raw.get("profiles", {})
+    profiles = _with_keyring(raw_profiles, keyring_profiles)
     plans: dict[str, ProfilePlan] = {}
     errors: dict[str, str] = {}
     for name in profiles:
@@ -213,7 +239,41 @@ def load_config(files: ConfigFiles) -> BrokerConfig:
                             f"({PROFILE_NAME_RULE}); copy the profile under another name")
         elif plan is not None:
             plans[name] = plan
-    return BrokerConfig(files=files, plans=plans, errors=errors, raw_profiles=profiles)
+    return BrokerConfig(files=files, plans=plans, errors=errors, raw_profiles=raw_profiles)
+
+
+def _with_keyring(profiles: Mapping[str, Mapping[str, Any]],
+                  keyring: frozenset[str]) -> Mapping[str, Mapping[str, Any]]:
+    """The planner's view: a profile with no keys in the files and nothing else botocore
+    would resolve takes the keyring's keys; keys in both: the file's win (as every AWS tool
+    reads them), marked so `status` can say so."""
+    if not keyring:
+        return profiles
+    marked = dict(profiles)
+    for name in keyring & set(profiles):
+        section = profiles[name]
+        if "aws_access_key_id" in section or "aws_secret_access_key" in section:
+            marked[name] = {**section, SHADOWED: True}
+        elif not _resolved_by_botocore(section) and "login_session" not in section:
+            marked[name] = {**section, IN_KEYRING: name}
+    return marked
+
+
+def _shadow_note(profile: str, section: Mapping[str, Any], files: ConfigFiles) -> tuple[str, ...]:
+    if not section.get(SHADOWED):
+        return ()
+    return (f"the keys of {profile!r} are both in {files.describe()} and in the OS keyring: the file's are "
+            f"used; `rolebroker keys import {profile}` moves them out of the file, or `rolebroker keys remove "
+            f"{profile}` drops the keyring's",)
+
+
+def _session_cache(section: Mapping[str, Any], where: str) -> bool:
+    value = _str(section.get(SESSION_CACHE_KEY))
+    if value is None or value == "none":
+        return False
+    if value != "keyring":
+        raise ProfileError(f"{where}: {SESSION_CACHE_KEY} = {value!r}; use `keyring` (or remove the key)")
+    return True
 
 
 class ProfileError(Exception):
@@ -240,8 +300,9 @@ def _plan_profile(
         return None  # plain long-term keys: nothing to broker, and never handed out as they are
     duration = _int_setting(section, MFA_SESSION_KEY, DEFAULT_MFA_SESSION_SECONDS,
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS, where)
-    source = SessionSource(MfaSessionKey(name, serial), keys, duration, _str(section.get("mfa_process")), name)
-    return SessionPlan(name=name, source=source, region=region)
+    source = SessionSource(MfaSessionKey(name, serial), keys, duration, _str(section.get("mfa_process")), name,
+                           session_cache=_session_cache(section, where))
+    return SessionPlan(name=name, source=source, region=region, notes=_shadow_note(name, section, files))
 
 
 def _plan_role(
@@ -279,6 +340,7 @@ def _plan_role(
         found: PlainSource = BotocoreSource(name, credential_source)
     else:
         found = _plan_source(name, source_name, profiles, files, chain)
+        notes.extend(_shadow_note(source_name, profiles[source_name], files))
     own_serial = _str(section.get("mfa_serial"))
     source: Source = found
     if strategy == "direct":
@@ -385,7 +447,8 @@ def _plan_source(
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS,
                             f"profile {source_name!r} in {files.describe()}")
     mfa_process = _str(profiles[name].get("mfa_process")) or _str(source.get("mfa_process"))
-    return SessionSource(MfaSessionKey(source_name, serial), keys, duration, mfa_process, name)
+    return SessionSource(MfaSessionKey(source_name, serial), keys, duration, mfa_process, name,
+                         session_cache=_session_cache(source, f"profile {source_name!r} in {files.describe()}"))
 
 
 def _inherited_region(source_name: str | None, profiles: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -394,7 +457,9 @@ def _inherited_region(source_name: str | None, profiles: Mapping[str, Mapping[st
     return _str(profiles[source_name].get("region"))
 
 
-def _static_keys(section: Mapping[str, Any]) -> StaticKeys | None:
+def _static_keys(section: Mapping[str, Any]) -> StaticKeys | KeyringKeys | None:
+    if section.get(IN_KEYRING):
+        return KeyringKeys(str(section[IN_KEYRING]))
     key_id = _str(section.get("aws_access_key_id"))
     secret = _str(section.get("aws_secret_access_key"))
     if key_id and secret:

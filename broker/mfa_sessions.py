@@ -1,10 +1,13 @@
 """The MFA sessions: one GetSessionToken bought with a code, shared by every profile on the
 same source and device. Getting one, renewing one with mfa_process before it ends, and
-warning before one ends that a human must renew. Kept in memory only, in a TLRU cache on
-the injected clock, so an ended session is gone the moment it ends."""
+warning before one ends that a human must renew. Kept in memory, in a TLRU cache on the
+injected clock, so an ended session is gone the moment it ends; and, for a source profile
+that opts in (`rolebroker_session_cache = keyring`), in the OS keyring too, so a restarted
+daemon needs no new code."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
@@ -18,6 +21,7 @@ from broker.clock import Clock
 from broker.codes import MfaCodes, Runner
 from broker.config import MfaSessionKey, ProfilePlan, SessionSource
 from broker.errors import BrokerError, LoginRequired, login_hint
+from broker.keyring_sessions import DaemonKeyring
 from broker.models import Credentials
 from broker.refresh import RefreshPolicy
 from broker.session_types import MfaSession, expiry_of
@@ -32,10 +36,15 @@ SingleFlight = Callable[[object, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 class MfaSessions:
     def __init__(self, sts: StsGateway, clock: Clock, policy: RefreshPolicy, rng: random.Random,
                  codes: MfaCodes, run: Runner, single_flight: SingleFlight,
-                 in_flight: Callable[[object], bool], plans: Callable[[], Mapping[str, ProfilePlan]]) -> None:
+                 in_flight: Callable[[object], bool], plans: Callable[[], Mapping[str, ProfilePlan]],
+                 keyring: Callable[[], DaemonKeyring]) -> None:
         self.sts, self.clock, self.policy, self.rng = sts, clock, policy, rng
         self._codes, self._run, self._single_flight, self._in_flight, self._plans = (
             codes, run, single_flight, in_flight, plans)
+        self._keyring = keyring
+        # Sessions already looked up in the keyring's cache (once per daemon, or a login since).
+        self._cache_tried: set[MfaSessionKey] = set()
+        self._uncaching: set[asyncio.Task[None]] = set()
         self._sessions: TLRUCache[MfaSessionKey, MfaSession] = TLRUCache(MAX_SESSIONS, ttu=expiry_of,
                                                                           timer=clock.now)
         self._warned: set[tuple[MfaSessionKey, float]] = set()
@@ -83,6 +92,9 @@ class MfaSessions:
     async def credentials(self, source: SessionSource, profile: str) -> Credentials:
         """The session's credentials; without a session, a new one if no human is needed."""
         session = self._sessions.get(source.key)
+        if session is None and source.session_cache and source.key not in self._cache_tried:
+            await self._single_flight(("restore", source.key), functools.partial(self._restore, source))
+            session = self._sessions.get(source.key)
         if session is not None:
             return session.credentials
         if source.key.mfa_serial and not source.mfa_process:
@@ -100,10 +112,11 @@ class MfaSessions:
             else:  # a typed code goes to STS, which judges it; mfa_process must not reuse it
                 self._codes.remember(source.key.mfa_serial, code)
         logouts = self._logouts
+        keys = await self._keyring().keys(source.keys, login_profile or source.key.source_profile)
         # Sent where the role profile's own STS client goes (its region, services, endpoint_url).
         plan = self._plans().get(source.sts_profile)
         credentials: Credentials = await self._run(
-            self.sts.get_session_token, source.sts_profile, source.keys, source.duration,
+            self.sts.get_session_token, source.sts_profile, keys, source.duration,
             source.key.mfa_serial, code, plan.region if plan is not None else None, login_profile,
         )
         if self._logouts != logouts:  # the user logged out while STS answered: honour that
@@ -112,7 +125,55 @@ class MfaSessions:
         self._sessions[source.key] = MfaSession(source.key, credentials, self.clock.now())
         self._renewal_retry_at.pop(source.key, None)
         self._renewal_error.pop(source.key, None)
+        if source.session_cache:  # written before a logout can be queued behind it (one keyring thread)
+            self._cache_tried.add(source.key)
+            await self._keyring().save_session(source.key, credentials)
         return credentials
+
+    # ---- the opt-in cache in the keyring -------------------------------------------------
+
+    def may_be_cached(self, source: SessionSource) -> bool:
+        """Whether the keyring may hold this session: look before telling anyone to log in."""
+        return source.session_cache and source.key not in self._cache_tried
+
+    async def _restore(self, source: SessionSource) -> None:
+        """A session a previous daemon kept in the keyring, taken up while it has time left."""
+        logouts = self._logouts
+        try:
+            credentials = await self._keyring().load_session(source.key)
+        finally:
+            self._cache_tried.add(source.key)
+        now = self.clock.now()
+        if credentials is None or self._logouts != logouts or source.key in self._sessions:
+            return
+        if credentials.expiration - now <= self.policy.mfa_warning:
+            # Too little left to be worth serving from; a login replaces it.
+            await self._keyring().drop_session(source.key)
+            return
+        self._sessions[source.key] = MfaSession(source.key, credentials, now)
+        log.info("MFA session %s taken from the keyring, valid for %.1f h more", source.key.label(),
+                 (credentials.expiration - now) / 3600)
+
+    def restore_cached(self) -> None:
+        """Look up every cached session once (at start-up), so `status` shows them."""
+        plans = self._plans()
+        for plan in plans.values():
+            root = topology.root_session_source(plans, plan)
+            if isinstance(root, SessionSource) and self.may_be_cached(root):
+                self._single_flight(("restore", root.key), functools.partial(self._restore, root))
+
+    def uncache(self, keys: set[MfaSessionKey]) -> None:
+        """Remove these sessions from the keyring (a logout), in the background."""
+        for key in keys:
+            self._cache_tried.add(key)  # nothing to take from the keyring after a logout
+            task = asyncio.ensure_future(self._keyring().drop_session(key))
+            self._uncaching.add(task)
+            task.add_done_callback(self._uncaching.discard)
+
+    async def cache_settled(self) -> None:
+        """Wait until the keyring has forgotten the sessions of a logout."""
+        if self._uncaching:
+            await asyncio.wait(set(self._uncaching))
 
     # ---- keeping them going --------------------------------------------------------------
 

@@ -23,6 +23,8 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, ConfigFiles, load_config
 from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
 from broker.configfiles import ConfigFileError
+from broker.keyring_sessions import DaemonKeyring
+from broker.keystore import index_path, read_index
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
 from broker.leases import TokenLeases
 from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
@@ -84,7 +86,8 @@ class DaemonSettings:
 
 class Daemon:
     def __init__(self, settings: DaemonSettings, clock: Clock | None = None,
-                 sts: StsGateway | None = None, policy: RefreshPolicy | None = None) -> None:
+                 sts: StsGateway | None = None, policy: RefreshPolicy | None = None,
+                 keyring: DaemonKeyring | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.config_error: str | None = None
@@ -93,9 +96,11 @@ class Daemon:
         self._config_reader: OffLoopCall[Any] = OffLoopCall("rolebroker-config-reader")
         self._reload_lock = asyncio.Lock()
         self._reload_tasks: set[asyncio.Future[dict[str, Any]]] = set()
-        self._mtimes: FileStamps = (None, None)
+        self._mtimes: FileStamps = (None, None, None)
         config = self._load_or_empty()
-        self.sessions = SessionManager(config, sts or BotocoreSts(settings.files), self.clock, policy)
+        # The OS keyring is made on first use (keyring_sessions.DaemonKeyring): most users never need it.
+        self.sessions = SessionManager(config, sts or BotocoreSts(settings.files), self.clock, policy,
+                                       keyring=keyring)
         ensure_private_dir(settings.state_dir)
         self.tokens = TokenStore(settings.state_dir / "tokens.json", self.clock.now)
         self.leases = TokenLeases(self.tokens)
@@ -122,7 +127,7 @@ class Daemon:
         The stamps come first so a broken file is not re-read until it changes again."""
         stamps = self._config_stamps()
         try:
-            return stamps, load_config(self.settings.files)
+            return stamps, load_config(self.settings.files, read_index(self.settings.state_dir))
         except ConfigFileError as exc:
             return stamps, exc
 
@@ -176,7 +181,9 @@ class Daemon:
     def _config_stamps(self) -> FileStamps:
         """What tells an edited or replaced file: modification time, size and inode."""
         stamps: list[tuple[int, int, int] | None] = []
-        for path in (self.settings.files.config_file, self.settings.files.credentials_file):
+        # ... and the list of profiles whose keys are in the OS keyring (`rolebroker keys`).
+        for path in (self.settings.files.config_file, self.settings.files.credentials_file,
+                     str(index_path(self.settings.state_dir))):
             try:
                 info = os.stat(path)
             except OSError:

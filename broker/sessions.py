@@ -46,6 +46,7 @@ from broker.errors import (
 )
 from broker import topology
 from broker.codes import MfaCodes
+from broker.keyring_sessions import DaemonKeyring
 from broker.mfa_sessions import MfaSessions
 from broker.models import Credentials, SourceSecret, is_temporary
 from broker.refresh import RefreshPolicy
@@ -64,8 +65,10 @@ SOURCE_TIMEOUT = 30.0
 class SessionManager:
     def __init__(self, config: BrokerConfig, sts: StsGateway, clock: Clock,
                  policy: RefreshPolicy | None = None, rng: random.Random | None = None,
-                 workers: int = 4) -> None:
+                 workers: int = 4, keyring: DaemonKeyring | None = None) -> None:
         self.config = config
+        # The OS keyring (long-term keys, the opt-in MFA session cache): made on first use.
+        self._keyring = keyring
         self.sts = sts
         self.clock = clock
         self.policy = policy or RefreshPolicy()
@@ -81,7 +84,7 @@ class SessionManager:
         self._inflight: dict[object, asyncio.Task[object]] = {}
         self._codes = MfaCodes(clock, self._run)
         self._mfa = MfaSessions(sts, clock, self.policy, self.rng, self._codes, self._run, self._single_flight,
-                                lambda key: key in self._inflight, lambda: self.config.plans)
+                                lambda key: key in self._inflight, lambda: self.config.plans, lambda: self.keyring)
         # Bumped whenever a profile's sessions are wiped, so an STS call that was already
         # in flight cannot bring them back when it lands.
         self._generation: dict[str, int] = {}
@@ -276,9 +279,19 @@ class SessionManager:
     def _session_name(self, plan: RolePlan) -> str:
         return plan.role_session_name or f"rolebroker-{int(self.clock.now())}"
 
+    @property
+    def keyring(self) -> DaemonKeyring:
+        if self._keyring is None:
+            self._keyring = DaemonKeyring()
+        return self._keyring
+
+    async def cache_settled(self) -> None:
+        """Wait until the keyring has forgotten the sessions of a logout."""
+        await self._mfa.cache_settled()
+
     async def _source_secret(self, source: Source, profile: str) -> SourceSecret:
         if isinstance(source, StaticSource):
-            return source.keys
+            return await self.keyring.keys(source.keys, profile)
         if isinstance(source, SessionSource):
             return await self._mfa.credentials(source, profile)
         if isinstance(source, RoleSource):
@@ -365,6 +378,9 @@ class SessionManager:
             wiped = sorted(self._roles.keys())
             for name in {*self._roles.keys(), *self._state, *self.config.plans}:
                 self._forget(name)
+            self._mfa.uncache({root.key for plan in self.config.plans.values()
+                               if isinstance(root := self.root_session_source(plan), SessionSource)
+                               and root.session_cache})
             self._mfa.log_out(None)
             return wiped
         plan = self.plan(profile)
@@ -372,6 +388,8 @@ class SessionManager:
         if isinstance(root, SessionSource) and root.key.mfa_serial:
             served = set(self.profiles_using(root.key))
             self._mfa.log_out(root.key)
+            if root.session_cache:
+                self._mfa.uncache({root.key})
         else:
             served = {profile}  # a direct-strategy or keys-only profile
         # ... and every profile built on those (chains, and roles assumed with a code from them).
@@ -391,7 +409,8 @@ class SessionManager:
         if isinstance(root, DirectSource):  # a chain on it renews while its bottom is served
             base = topology.root_plan(self.config.plans, plan)
             return base is not plan and base.name in self._serving
-        return root.key in self._mfa
+        # A session the keyring may hold is looked up before anyone is told to log in.
+        return root.key in self._mfa or self._mfa.may_be_cached(root)
 
     async def refresh_due(self) -> None:
         """Renew every cached profile whose refresh time has come; return when done."""
@@ -410,6 +429,7 @@ class SessionManager:
 
     async def run(self) -> None:
         """The background loop: wake every `tick` on the injected clock."""
+        self._mfa.restore_cached()
         while True:
             try:
                 await self.refresh_due()
@@ -469,4 +489,6 @@ class SessionManager:
         self._mfa.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._source_executor.shutdown(wait=False, cancel_futures=True)
+        if self._keyring is not None:
+            self._keyring.close()
 

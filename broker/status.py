@@ -46,8 +46,7 @@ def profile_rows(sessions: SessionManager) -> list[ProfileStatus]:
         if sessions.capped_duration(name) is not None:
             notes.append(f"duration_seconds {sessions.capped_duration(name)} capped to {CHAINED_ROLE_CAP_SECONDS} (its "
                          "source gave temporary credentials: STS limits roles assumed from them to 1 hour)")
-        if isinstance(plan, RolePlan):
-            notes.extend(plan.notes)
+        notes.extend(plan.notes)
         notes.extend(_endpoint_notes(sessions, plan))
         if name in sessions.config.errors:
             notes.append("served with its last good settings until the config error is fixed")

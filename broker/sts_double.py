@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 from xml.sax.saxutils import escape
 
 log = logging.getLogger("rolebroker.sts_double")
@@ -116,6 +116,9 @@ class IssuedCredential:
     role_arn: str | None = None
     session_name: str | None = None
     chain_depth: int = 0  # 0 = GetSessionToken; 1 = role from a user; n+1 = role from a depth-n role
+    # A role assumed with the user's long-term keys (not chained): the console federation
+    # endpoint allows a SessionDuration only for these.
+    from_long_term_keys: bool = False
 
 
 class _StsError(Exception):
@@ -169,6 +172,44 @@ class _Fault:
     remaining: int
 
 
+@dataclass(frozen=True)
+class SignedRequest:
+    """What a SigV4 signature covers, as received (for `StsDouble.check_signatures`)."""
+
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = field(repr=False)
+
+    def signature_matches(self, authorization: str, secret: str) -> bool:
+        """Recompute the AWS4-HMAC-SHA256 signature with `secret` (the SigV4 specification)."""
+        fields = dict(part.strip().split("=", 1) for part in authorization[len("AWS4-HMAC-SHA256"):].split(",")
+                      if "=" in part)
+        try:
+            scope = fields["Credential"].split("/", 1)[1]
+            date, region, service, _terminal = scope.split("/")
+            signed = fields["SignedHeaders"].split(";")
+        except (KeyError, IndexError, ValueError):
+            return False
+        headers: dict[str, list[str]] = {}
+        for name, value in self.headers:
+            headers.setdefault(name.lower(), []).append(" ".join(value.split()))
+        amz_date = ",".join(headers.get("x-amz-date", []))
+        url = urlsplit(self.path)
+        query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
+                         for k, v in sorted(parse_qsl(url.query, keep_blank_values=True)))
+        canonical = "\n".join([
+            self.method, quote(url.path or "/", safe="/~"), query,
+            "".join(f"{name}:{','.join(headers.get(name, []))}\n" for name in signed),
+            ";".join(signed), hashlib.sha256(self.body).hexdigest()])
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+        key = ("AWS4" + secret).encode()
+        for part in (date, region, service, "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, fields.get("Signature", ""))
+
+
 class StsDouble:
     """An STS endpoint on a local port; see the module docstring for what it enforces."""
 
@@ -195,6 +236,9 @@ class StsDouble:
         self._release = threading.Event()
         self._held = threading.Semaphore(0)  # one permit per request a fault is holding
         self._stopped = False
+        # Also check each request's SigV4 signature against the caller's secret key (off by
+        # default: most tests are about sessions, not about which secret signed).
+        self.check_signatures = False
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.calls: list[StsCall] = []
@@ -283,7 +327,7 @@ class StsDouble:
         return None
 
     def _handle(self, form: dict[str, str], authorization: str | None,
-                token: str | None) -> tuple[int, bytes, str] | None:
+                token: str | None, signed: SignedRequest | None = None) -> tuple[int, bytes, str] | None:
         """Answer one request: (status, body, request id), or None after a held "timeout"."""
         action = form.get("Action", "")
         # Action/Version are the call itself; X-Amz-* are query-string signing fields (one is a token).
@@ -308,7 +352,14 @@ class StsDouble:
                         raise _StsError(*_FAULTS[fault])
                     if match is None:
                         raise _StsError(403, "MissingAuthenticationToken", "Request is missing Authentication Token")
-                    result = self._dispatch(action, *self._authenticate(key_id, token), params)
+                    user, cred = self._authenticate(key_id, token)
+                    if self.check_signatures and signed is not None:
+                        secret = cred.secret_access_key if cred is not None else user.secret_access_key
+                        if not signed.signature_matches(authorization or "", secret):
+                            raise _StsError(403, "SignatureDoesNotMatch",
+                                            "The request signature we calculated does not match the signature "
+                                            "you provided. Check your AWS Secret Access Key and signing method.")
+                    result = self._dispatch(action, user, cred, params)
                     status, code = 200, None
                     body = (f'<{action}Response xmlns="{_NS}"><{action}Result>{result}</{action}Result>'
                             f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
@@ -398,7 +449,7 @@ class StsDouble:
         if role.require_mfa and not mfa:
             raise denied
         depth = 1 if cred is None else cred.chain_depth + 1
-        new = self._issue("role", user, duration, mfa, role.arn, name, depth)
+        new = self._issue("role", user, duration, mfa, role.arn, name, depth, from_long_term_keys=cred is None)
         arn, role_id = self._identity(user, new)
         return (self._credentials_xml(new)
                 + f"<AssumedRoleUser>{_el('AssumedRoleId', role_id)}{_el('Arn', arn)}</AssumedRoleUser>")
@@ -435,14 +486,16 @@ class StsDouble:
         return True
 
     def _issue(self, kind: Literal["session", "role"], user: IamUser, duration: int, mfa: bool,
-               role_arn: str | None, session_name: str | None, depth: int) -> IssuedCredential:
+               role_arn: str | None, session_name: str | None, depth: int,
+               from_long_term_keys: bool = False) -> IssuedCredential:
         key_id = "ASIA" + _rand(16)
         while key_id in self._issued or key_id in self._users:
             key_id = "ASIA" + _rand(16)
         cred = IssuedCredential(
             access_key_id=key_id, secret_access_key=_rand(40, _SECRET_ALPHABET),
             session_token=secrets.token_urlsafe(192), kind=kind, expiration=self._now() + duration,
-            user=user, mfa_authenticated=mfa, role_arn=role_arn, session_name=session_name, chain_depth=depth)
+            user=user, mfa_authenticated=mfa, role_arn=role_arn, session_name=session_name, chain_depth=depth,
+            from_long_term_keys=from_long_term_keys)
         self._issued[key_id] = cred
         return cred
 
@@ -476,11 +529,14 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = 0
-        body = self.rfile.read(length).decode("utf-8", "replace") if length > 0 else ""
+        raw = self.rfile.read(length) if length > 0 else b""
+        body = raw.decode("utf-8", "replace")
         form = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
         form.update(parse_qsl(body, keep_blank_values=True))
         double = cast(_Server, self.server).double
-        reply = double._handle(form, self.headers.get("Authorization"), self.headers.get("X-Amz-Security-Token"))
+        signed = SignedRequest(self.command, self.path, tuple(self.headers.items()), raw)
+        reply = double._handle(form, self.headers.get("Authorization"), self.headers.get("X-Amz-Security-Token"),
+                               signed)
         if reply is None:  # a released "timeout": the client gets no answer, only a closed connection
             self.close_connection = True
             return

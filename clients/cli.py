@@ -173,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(handler=cmd_token_revoke)
 
+    keys = commands.add_parser("keys", help="long-term keys in the OS keyring: add, import, list, remove")
+    from clients.keys import add_arguments as add_keys_arguments  # no keyring import until a command runs
+
+    add_keys_arguments(keys, profile_name)
+
+    console = commands.add_parser("console", help="open the AWS console signed in as a profile's role")
+    from clients.console import add_arguments as add_console_arguments  # standard library only
+
+    add_console_arguments(console, profile_name, duration)
+
     service = commands.add_parser("service", help="install the systemd user units (socket activation)")
     service.add_argument("action", choices=["install", "uninstall", "status"])
     service.set_defaults(handler=cmd_service)

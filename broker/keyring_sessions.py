@@ -1,0 +1,82 @@
+"""What the daemon asks of the OS keyring: a source profile's long-term keys when a call
+needs them, and the opt-in MFA session cache (`rolebroker_session_cache = keyring`).
+
+Every call goes through the KeyringWorker (off the event loop, with a deadline) and comes
+back either as a value or as a BrokerError whose message says what to install, start or
+unlock. The cache trades a little for a lot: the MFA session's credentials sit in the
+keyring (encrypted by it, readable by your own processes while it is unlocked) for the
+session's lifetime, so a daemon restart, an upgrade or a reboot costs no new code.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from broker.config import KeyringKeys, LongTermKeys, MfaSessionKey
+from broker.errors import BrokerError, ProfileConfigError
+from broker.keystore import KeyringUnavailable, KeyringWorker, KeyStore, OsKeyring
+from broker.models import Credentials, StaticKeys
+
+log = logging.getLogger("rolebroker.keyring")
+
+
+class KeyringError(BrokerError):
+    """The keyring could not be used: only the user can fix it (install, start, unlock)."""
+
+    code = "KeyringUnavailable"
+    status = 403
+
+
+def cache_name(key: MfaSessionKey) -> str:
+    return f"{key.source_profile}|{key.mfa_serial or '-'}"
+
+
+class DaemonKeyring:
+    def __init__(self, store: KeyStore | None = None, timeout: float | None = None) -> None:
+        self.worker = KeyringWorker(store or OsKeyring())
+        if timeout is not None:
+            self.worker.timeout = timeout
+
+    def close(self) -> None:
+        self.worker.close()
+
+    async def keys(self, keys: LongTermKeys, profile: str) -> StaticKeys:
+        """The keys themselves: as they are when they came from a file, else the keyring's."""
+        if isinstance(keys, StaticKeys):
+            return keys
+        assert isinstance(keys, KeyringKeys)
+        name = keys.profile
+        try:
+            found = await self.worker.call(lambda store: store.get_keys(name))
+        except KeyringUnavailable as exc:
+            raise KeyringError(f"profile {profile!r}: the keys of {name!r} are in the OS keyring, which cannot be "
+                               f"used now: {exc}") from None
+        if found is None:
+            raise ProfileConfigError(f"profile {profile!r}: the OS keyring no longer holds the keys of {name!r}: "
+                                     f"run `rolebroker keys add {name}`, or put them back in the credentials file")
+        return found
+
+    async def load_session(self, key: MfaSessionKey) -> Credentials | None:
+        name = cache_name(key)
+        try:
+            return await self.worker.call(lambda store: store.get_session(name))
+        except KeyringUnavailable as exc:
+            log.warning("MFA session %s: not read from the keyring: %s", key.label(), exc)
+            return None
+
+    async def save_session(self, key: MfaSessionKey, credentials: Credentials) -> None:
+        name = cache_name(key)
+        try:
+            await self.worker.call(lambda store: store.set_session(name, credentials))
+        except KeyringUnavailable as exc:
+            # The session works all the same; it just will not outlive this daemon.
+            log.warning("MFA session %s: not kept in the keyring (a restart will need a new code): %s",
+                        key.label(), exc)
+
+    async def drop_session(self, key: MfaSessionKey) -> None:
+        name = cache_name(key)
+        try:
+            await self.worker.call(lambda store: store.delete_session(name))
+        except KeyringUnavailable as exc:
+            log.warning("MFA session %s: could not be removed from the keyring (%s); it ends by itself at its "
+                        "expiry, or remove it with your keyring's tool", key.label(), exc)
