@@ -22,7 +22,7 @@ from broker.names import PROFILE_NAME, token_name_part
 from broker.runtime import DEFAULT_PORT, write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
 from clients.envfmt import FORMATS
-from clients.envvars import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, variables_for
+from clients.envvars import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, environment_for
 
 ENV_TOKEN_TTL = 7 * 86400
 
@@ -227,12 +227,26 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | 
         "reuse": f"env-{target}" if reuse else None,
         "name": f"{'exec' if bind_to_caller else target}-{token_name_part(profile)}-{os.urandom(3).hex()}"[-64:],
     })
+    stand_in = client.directory / "env-config" / f"{token_name_part(profile)}-{target}.config"
     try:
-        set_vars, unset = variables_for(described, minted["token"])
-    except UntrustedAnswer:
+        environment = environment_for(described, minted["token"], stand_in_config=str(stand_in),
+                                      environ=os.environ, rolebroker=rolebroker_executable())
+        if environment.config_text is not None:
+            # No secret in it, but the profile names are the user's own business: 0600 in a 0700 dir.
+            stand_in.parent.mkdir(mode=0o700, exist_ok=True)
+            write_atomic(stand_in, environment.config_text.encode())
+    except (UntrustedAnswer, OSError):
         _revoke_quietly(client, minted.get("name", ""))
         raise
-    return {"set": set_vars, "unset": unset, "token_name": minted["name"], "notes": described.get("notes", [])}
+    return {"set": environment.set_vars, "unset": environment.unset, "token_name": minted["name"],
+            "notes": [*environment.notices, *described.get("notes", [])]}
+
+
+def rolebroker_executable() -> str:
+    """This CLI's own executable, for `credential_process` lines: the SDK's PATH may differ."""
+    from clients.docker_link import rolebroker_executable as find  # standard library only
+
+    return find()
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -245,6 +259,10 @@ def cmd_env(args: argparse.Namespace) -> int:
         described = client_environment(client, args.profile, args.ttl * 3600 or None, target, reuse=True)
     except UntrustedAnswer as exc:
         print(f"rolebroker: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the stand-in AWS config could not be written
+        print(f"rolebroker: cannot write the stand-in AWS config under {client.directory}: {exc.strerror}",
+              file=sys.stderr)
         return 1
     set_vars, unset = described["set"], list(described["unset"])
     if args.token_file:

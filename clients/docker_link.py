@@ -2,7 +2,7 @@
 machine so that containers on a Docker bridge network can reach the broker.
 
 A bridged container cannot reach the host's 127.0.0.1, and the SDKs accept plain http only
-to loopback or to the ECS/EKS link-local addresses (shared SDK-COMPAT.md). So, as the EKS
+to loopback or to the ECS/EKS link-local addresses (docs/SDK-COMPATIBILITY.md). So, as the EKS
 Pod Identity agent does with 169.254.170.23, the address goes on a dummy link of the host:
 a container's packets to it leave through its default gateway (the bridge), and the host
 delivers them locally because the address is its own. The daemon then also listens there

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from broker.names import PROFILE_NAME
 
 ENDPOINT_VARIABLE = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
 TOKEN_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 TOKEN_FILE_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
+CONFIG_FILE_VARIABLE = "AWS_CONFIG_FILE"
+CREDENTIALS_FILE_VARIABLE = "AWS_SHARED_CREDENTIALS_FILE"
 
 # Variables that outrank the container provider in some SDK's chain, or would make it read a
 # different token: whoever points a process at the broker unsets them.
@@ -45,30 +51,141 @@ def _expect(ok: bool, what: str) -> None:
         raise UntrustedAnswer(f"the daemon's answer has an unexpected {what}; nothing was printed")
 
 
+@dataclass
+class ClientEnvironment:
+    """What points a process at the broker: variables to set and unset, what that hides from
+    the user and why (for stderr), and the stand-in AWS config to write, if any, at the path
+    in set_vars[AWS_CONFIG_FILE]."""
+
+    set_vars: dict[str, str]
+    unset: list[str]
+    notices: list[str] = field(default_factory=list)
+    config_text: str | None = None
+
+
 def variables_for(described: Mapping[str, Any], token: str) -> tuple[dict[str, str], list[str]]:
-    """(variables to set, variables to unset) for one profile, from the daemon's facts."""
+    """(variables to set, variables to unset) for one profile, from the daemon's facts; with
+    no stand-in config, a [default] profile with credentials hides both files."""
+    environment = environment_for(described, token)
+    return environment.set_vars, environment.unset
+
+
+def environment_for(described: Mapping[str, Any], token: str, *, stand_in_config: str | None = None,
+                    environ: Mapping[str, str] | None = None, rolebroker: str = "rolebroker") -> ClientEnvironment:
+    """The environment for one profile. `stand_in_config`: where the CLI will write the
+    stand-in AWS config (None: hide the config file instead); `environ`: the caller's
+    environment, to say which of its variables are unset; `rolebroker`: the executable the
+    stand-in config runs for `credential_process`."""
     url = described.get("endpoint_url")
     _expect(isinstance(url, str) and _ENDPOINT.fullmatch(url) is not None, "endpoint URL")
     _expect(_TOKEN.fullmatch(token) is not None, "token")
+    profile = described.get("profile", "")
+    _expect(isinstance(profile, str) and (profile == "" or PROFILE_NAME.fullmatch(profile) is not None), "profile")
     set_vars = {ENDPOINT_VARIABLE: str(url)}
-    region = described.get("region")
-    if region:
-        _expect(isinstance(region, str) and _REGION.fullmatch(region) is not None, "region")
-        set_vars["AWS_REGION"] = set_vars["AWS_DEFAULT_REGION"] = str(region)
+    notices: list[str] = []
+    config_text: str | None = None
+    region = _region(described.get("region"))
     if described.get("target") == "docker":
         # Go would send 169.254.170.x through HTTP_PROXY; the host's files are not in a container.
         addresses = described.get("no_proxy") or []
         _expect(all(isinstance(a, str) and _ADDRESS.fullmatch(a) for a in addresses), "listener address")
         set_vars["NO_PROXY"] = ",".join(addresses)
+        if region:
+            set_vars["AWS_REGION"] = set_vars["AWS_DEFAULT_REGION"] = region
+    elif described.get("default_profile_has_credentials"):
+        # [default] with keys (or a role, SSO, a process) outranks the container provider in
+        # every SDK. Hiding only it is impossible (one file holds every profile's keys), so
+        # both files are hidden; a stand-in config keeps explicit profiles honest (below).
+        set_vars[CREDENTIALS_FILE_VARIABLE] = os.devnull
+        if stand_in_config is None:
+            set_vars[CONFIG_FILE_VARIABLE] = os.devnull
+            if region:
+                set_vars["AWS_REGION"] = set_vars["AWS_DEFAULT_REGION"] = region
+        else:
+            set_vars[CONFIG_FILE_VARIABLE] = stand_in_config
+            config_text, hidden = _stand_in_config(profile, region, described.get("other_profiles"), rolebroker)
+            notices.append(
+                f"[default] in your AWS files has credentials, which every SDK would use before the broker: "
+                f"{CREDENTIALS_FILE_VARIABLE} is {os.devnull} and {CONFIG_FILE_VARIABLE} a stand-in "
+                f"({stand_in_config}) here, where [default] is the broker's; profiles served by rolebroker answer through "
+                "`rolebroker credential-process`" + (
+                    f", and {_names(hidden)} fail with a message saying this (their keys are hidden)" if hidden else "")
+                + ". Keep every profile usable: move those keys out of [default] (e.g. to [alice], with "
+                "`source_profile = alice` on the roles)")
     else:
-        # A [default] profile with keys in the shared files outranks the container provider in
-        # every SDK: hide the files from the client (its region is exported above).
-        set_vars["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-        if described.get("default_profile_has_credentials"):
-            set_vars["AWS_CONFIG_FILE"] = os.devnull
+        # The files stay visible: an explicit `--profile X` resolves as X, as without rolebroker.
+        default_region = described.get("default_region")
+        if region and region != default_region:
+            set_vars["AWS_REGION"] = set_vars["AWS_DEFAULT_REGION"] = region
+            notices.append(f"AWS_REGION={region} ({profile or 'the profile'}'s region) also applies to "
+                           "`--profile X` here; pass --region for another")
+        bare = [str(p["name"]) for p in _profiles(described.get("other_profiles"))
+                if not p["has_credentials"] and not p["served"]]
+        if bare:
+            notices.append(f"{_names(bare)} have no credentials of their own: like any SDK setting, "
+                           f"`--profile` with one of them gets {profile or 'this profile'}'s role from the broker here")
     sts = described.get("sts_endpoint_url")
     if sts:  # the demo's embedded STS, on this machine
         _expect(isinstance(sts, str) and _LOCAL_URL.fullmatch(sts) is not None, "STS endpoint")
         set_vars["AWS_ENDPOINT_URL_STS"] = str(sts)
     set_vars[TOKEN_VARIABLE] = token
-    return set_vars, list(SHADOWING_VARIABLES)
+    present = [name for name in SHADOWING_VARIABLES if environ and name in environ]
+    if present:
+        notices.insert(0, f"unsetting {', '.join(present)}: set here, they outrank the broker in SDKs' "
+                          "credential chains")
+    return ClientEnvironment(set_vars, list(SHADOWING_VARIABLES), notices, config_text)
+
+
+def _region(value: Any) -> str | None:
+    if not value:
+        return None
+    _expect(isinstance(value, str) and _REGION.fullmatch(value) is not None, "region")
+    return str(value)
+
+
+def _profiles(value: Any) -> list[dict[str, Any]]:
+    """The daemon's list of the user's other profiles, checked entry by entry."""
+    _expect(value is None or isinstance(value, list), "profile list")
+    checked: list[dict[str, Any]] = []
+    for entry in value or []:
+        _expect(isinstance(entry, dict) and isinstance(entry.get("name"), str), "profile entry")
+        checked.append({"name": entry["name"], "served": entry.get("served") is True,
+                        "has_credentials": entry.get("has_credentials") is True,
+                        "region": _region(entry.get("region")),
+                        "broker_process": entry.get("broker_process")})
+    return checked
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"profile{'s' if len(names) > 1 else ''} {shown}"
+
+
+def _stand_in_config(profile: str, region: str | None, others: Any, rolebroker: str) -> tuple[str, list[str]]:
+    """An AWS config with no secret in it: [default] is the broker's (its region, no
+    credentials, so the container provider answers); each profile rolebroker serves answers
+    as itself through `credential_process`; every other profile fails saying why, instead
+    of falling through to the broker's role. Names the failing profiles."""
+    hidden: list[str] = []
+    lines = [f"# Written by `rolebroker env {profile}`: a stand-in for your AWS config in that environment.",
+             "[default]"] + ([f"region = {region}"] if region else [])
+    for entry in _profiles(others):
+        name = entry["name"]
+        if not PROFILE_NAME.fullmatch(name):
+            continue  # cannot be named safely in an INI header; botocore will say it is not found
+        lines += ["", f"[profile {name}]"]
+        asks = entry["broker_process"] if entry["broker_process"] is not None else name if entry["served"] else None
+        if isinstance(asks, str) and PROFILE_NAME.fullmatch(asks):
+            # Served by the broker (or a `rolebroker credential-process` profile): answers as itself.
+            lines.append(f"credential_process = {shlex.quote(rolebroker)} credential-process {asks}")
+        else:
+            hidden.append(name)
+            message = (f"rolebroker: profile {name} is hidden here: rolebroker env {profile} hid your AWS files "
+                       "because [default] has credentials. Use another shell, or run: "
+                       f"unset {CONFIG_FILE_VARIABLE} {CREDENTIALS_FILE_VARIABLE}")
+            # The message holds only profile names (no quote, $ or backquote): safe in "...".
+            script = 'echo "' + message + '" >&2; exit 1'
+            lines.append(f"credential_process = /bin/sh -c {shlex.quote(script)}")
+        if entry["region"]:
+            lines.append(f"region = {entry['region']}")
+    return "\n".join(lines) + "\n", hidden
