@@ -107,8 +107,8 @@ def environment_for(described: Mapping[str, Any], token: str, *, stand_in_config
             notices.append(
                 f"[default] in your AWS files has credentials, which every SDK would use before the broker: "
                 f"{CREDENTIALS_FILE_VARIABLE} is {os.devnull} and {CONFIG_FILE_VARIABLE} a stand-in "
-                f"({stand_in_config}) here, where [default] is the broker's; profiles served by rolebroker answer through "
-                "`rolebroker credential-process`" + (
+                f"({stand_in_config}) here, where [default] is the broker's; profiles served by rolebroker "
+                "answer through `rolebroker credential-process`" + (
                     f", and {_names(hidden)} fail with a message saying this (their keys are hidden)" if hidden else "")
                 + ". Keep every profile usable: move those keys out of [default] (e.g. to [alice], with "
                 "`source_profile = alice` on the roles)")
