@@ -81,24 +81,20 @@ class CredentialsEndpoint:
             return await self._serve(profile)  # the user's own CLI (credential-process) reads any profile
         token = _header(scope, b"authorization")
         if token is None or len(token) > MAX_TOKEN_LENGTH:
-            return 401, error_body(
-                "MissingToken",
-                "no Authorization token: set AWS_CONTAINER_AUTHORIZATION_TOKEN, e.g. with "
-                f"`eval \"$(rolebroker env {profile})\"`",
-            )
+            return 401, error_body("MissingToken", "no Authorization token (AWS_CONTAINER_AUTHORIZATION_TOKEN): "
+                                   + _token_advice(profile, "one"))
         record = self.tokens.lookup(token)
         if record is None:
             log.warning("credentials request for %r refused: unknown, revoked or expired token", profile)
-            return 401, error_body(
-                "InvalidToken",
-                f"the token is unknown, revoked or expired: get a new one with `rolebroker env {profile}`",
-            )
+            return 401, error_body("InvalidToken",
+                                   f"the token is unknown, revoked or expired: {_token_advice(profile, 'a new')}")
         if not record.allows(profile):
             log.warning("credentials request for %r refused: token %r may not read it", profile, record.name)
             return 403, error_body(
                 "ProfileNotAllowed",
-                f"token {record.name!r} is not allowed profile {profile!r}; "
-                f"it serves {', '.join(record.profiles)}",
+                f"token {record.name!r} serves only {', '.join(record.profiles)}, not {profile}: get a token for "
+                f"{profile} with `eval \"$(rolebroker env {profile})\"` (or `rolebroker token create --profile "
+                f"{profile}`)",
             )
         return await self._serve(profile)
 
@@ -107,6 +103,15 @@ class CredentialsEndpoint:
             return 200, await self.sessions.credentials_body(profile)
         except BrokerError as exc:
             return exc.status, error_body(exc.code, exc.message)
+
+
+def _token_advice(profile: str, which: str) -> str:
+    """What to do about a 401. The daemon cannot tell a token that came from a file: some SDKs
+    (the AWS CLI v2 of Debian and Ubuntu, Go v1 and v2) never read the file variable, and send
+    no token or a stale one from AWS_CONTAINER_AUTHORIZATION_TOKEN."""
+    return (f"get {which} with `eval \"$(rolebroker env {profile})\"`. If you used `--token-file`: some SDKs "
+            "(AWS CLI v2 from Debian/Ubuntu, Go) do not read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE; give them the "
+            "token itself (`rolebroker env` without --token-file)")
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
