@@ -59,8 +59,7 @@ class CredentialsEndpoint:
         credentials are cached. Anything else (None) takes `respond`, which explains itself."""
         if scope["method"] != "GET":
             return None
-        profile = scope["path"][len(CREDENTIALS_PREFIX):]
-        token = _header(scope, b"authorization")
+        profile, token = _credentials_request(scope)
         if token is None or len(token) > MAX_TOKEN_LENGTH or not PROFILE_NAME.fullmatch(profile):
             return None
         record = self.tokens.lookup(token)
@@ -72,14 +71,14 @@ class CredentialsEndpoint:
     async def respond(self, scope: Scope) -> tuple[int, bytes]:
         if scope["method"] not in ("GET", "HEAD"):
             return 405, error_body("MethodNotAllowed", "use GET")
-        profile = scope["path"][len(CREDENTIALS_PREFIX):]
+        profile, token = _credentials_request(scope)
         if not PROFILE_NAME.fullmatch(profile):
             # Checked before anything is logged: a name with CR/LF could forge log lines.
-            return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE, with a profile "
-                                   "name of 1-128 letters, digits and _.@+=,:-")
+            return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE (or "
+                                   "/v1/credentials/PROFILE/TOKEN), with a profile name of 1-128 letters, "
+                                   "digits and _.@+=,:-")
         if is_control(scope):
             return await self._serve(profile)  # the user's own CLI (credential-process) reads any profile
-        token = _header(scope, b"authorization")
         if token is None or len(token) > MAX_TOKEN_LENGTH:
             return 401, error_body("MissingToken", "no Authorization token (AWS_CONTAINER_AUTHORIZATION_TOKEN): "
                                    + _token_advice(profile, "one"))
@@ -112,6 +111,18 @@ def _token_advice(profile: str, which: str) -> str:
     return (f"get {which} with `eval \"$(rolebroker env {profile})\"`. If you used `--token-file`: some SDKs "
             "(AWS CLI v2 from Debian/Ubuntu, Go) do not read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE; give them the "
             "token itself (`rolebroker env` without --token-file)")
+
+
+def _credentials_request(scope: Scope) -> tuple[str, bytes | None]:
+    """(profile, token) of a credentials request. The token is the Authorization header, or
+    the path's last segment in the ECS form /v1/credentials/PROFILE/TOKEN: SDKs reading
+    AWS_CONTAINER_CREDENTIALS_RELATIVE_URI send no header, so the path is the capability
+    (and is therefore never logged)."""
+    rest = scope["path"][len(CREDENTIALS_PREFIX):]
+    profile, ecs_form, path_token = rest.partition("/")
+    if ecs_form:
+        return profile, path_token.encode("latin-1", "replace") if path_token else None
+    return profile, _header(scope, b"authorization")
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -386,6 +386,9 @@ class Daemon:
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
             date_header=False, timeout_graceful_shutdown=5, loop="none", http=ChannelProtocol,
         )
+        # Request lines carry ECS-form tokens (/v1/credentials/PROFILE/TOKEN): no access log,
+        # whatever handlers the embedding process (a test runner, a logging setup) attached.
+        logging.getLogger("uvicorn.access").disabled = True
         self.server = uvicorn.Server(config)
         self.server.should_exit = self._stop_requested  # a stop() that came before serve()
         background = [asyncio.ensure_future(self.sessions.run()), asyncio.ensure_future(self.watch_config()),

@@ -18,6 +18,7 @@ from typing import Any
 from broker.names import PROFILE_NAME
 
 ENDPOINT_VARIABLE = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+RELATIVE_VARIABLE = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
 TOKEN_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 TOKEN_FILE_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
 CONFIG_FILE_VARIABLE = "AWS_CONFIG_FILE"
@@ -27,7 +28,7 @@ CREDENTIALS_FILE_VARIABLE = "AWS_SHARED_CREDENTIALS_FILE"
 # different token: whoever points a process at the broker unsets them.
 SHADOWING_VARIABLES = (
     "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", RELATIVE_VARIABLE,
     TOKEN_FILE_VARIABLE, "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
 )
 
@@ -36,10 +37,18 @@ _ENDPOINT = re.compile(
     r"http://(?P<host>127\.0\.0\.1|\[::1\]|169\.254\.170\.2|169\.254\.170\.23|\[fd00:ec2::23\])"
     r":(?P<port>[0-9]{1,5})/v1/credentials/[A-Za-z0-9_.@+=,:%-]{1,384}"
 )
+# The ECS form: SDKs fetch http://169.254.170.2 (port 80) + this path, with no header, so the
+# path carries the token.
+_RELATIVE = re.compile(r"/v1/credentials/[A-Za-z0-9_.@+=,:-]{1,128}/rbt_[A-Za-z0-9_-]{20,200}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
 _TOKEN = re.compile(r"rbt_[A-Za-z0-9_-]{20,200}")
 _ADDRESS = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:]{2,39}")  # an IPv4 or IPv6 literal
 _LOCAL_URL = re.compile(r"https?://(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}/?")
+
+
+# The SDKs an output without the ECS form leaves out (docs/SDK-COMPATIBILITY.md has the matrix).
+LEFT_OUT_HOST = "Ruby (aws-sdk-core) and PHP (async-aws)"
+LEFT_OUT_DOCKER = "Ruby, PHP (async-aws), Go v1/v2 (older releases) and JavaScript v2 (aws-sdk)"
 
 
 class UntrustedAnswer(ValueError):
@@ -71,11 +80,13 @@ def variables_for(described: Mapping[str, Any], token: str) -> tuple[dict[str, s
 
 
 def environment_for(described: Mapping[str, Any], token: str, *, stand_in_config: str | None = None,
-                    environ: Mapping[str, str] | None = None, rolebroker: str = "rolebroker") -> ClientEnvironment:
+                    environ: Mapping[str, str] | None = None, rolebroker: str = "rolebroker",
+                    ecs: bool = False) -> ClientEnvironment:
     """The environment for one profile. `stand_in_config`: where the CLI will write the
     stand-in AWS config (None: hide the config file instead); `environ`: the caller's
     environment, to say which of its variables are unset; `rolebroker`: the executable the
-    stand-in config runs for `credential_process`."""
+    stand-in config runs for `credential_process`; `ecs`: http://169.254.170.2 on port 80
+    reaches the daemon (see ecs_probe.py), so AWS_CONTAINER_CREDENTIALS_RELATIVE_URI works."""
     url = described.get("endpoint_url")
     _expect(isinstance(url, str) and _ENDPOINT.fullmatch(url) is not None, "endpoint URL")
     _expect(_TOKEN.fullmatch(token) is not None, "token")
@@ -103,6 +114,8 @@ def environment_for(described: Mapping[str, Any], token: str, *, stand_in_config
                 set_vars["AWS_REGION"] = set_vars["AWS_DEFAULT_REGION"] = region
         else:
             set_vars[CONFIG_FILE_VARIABLE] = stand_in_config
+            # JavaScript v2 and Go v1 read a config file (its region) only when told to.
+            set_vars["AWS_SDK_LOAD_CONFIG"] = "1"
             config_text, hidden = _stand_in_config(profile, region, described.get("other_profiles"), rolebroker)
             notices.append(
                 f"[default] in your AWS files has credentials, which every SDK would use before the broker: "
@@ -129,11 +142,33 @@ def environment_for(described: Mapping[str, Any], token: str, *, stand_in_config
         _expect(isinstance(sts, str) and _LOCAL_URL.fullmatch(sts) is not None, "STS endpoint")
         set_vars["AWS_ENDPOINT_URL_STS"] = str(sts)
     set_vars[TOKEN_VARIABLE] = token
+    unset = list(SHADOWING_VARIABLES)
+    docker = described.get("target") == "docker"
+    if ecs:
+        relative = f"/v1/credentials/{profile}/{token}"
+        _expect(_RELATIVE.fullmatch(relative) is not None, "profile")
+        set_vars[RELATIVE_VARIABLE] = relative
+        unset.remove(RELATIVE_VARIABLE)
+        if docker:
+            # In a container every SDK reads the ECS form (Go v1/v2 and JS v2 refuse a FULL_URI
+            # on 169.254.170.2), and it wins over FULL_URI in most: that alone, then.
+            del set_vars[ENDPOINT_VARIABLE], set_vars[TOKEN_VARIABLE]
+        # On the host both: Go prefers FULL_URI (loopback, the only host it accepts), the
+        # others RELATIVE_URI, which Ruby and PHP read alone.
+    else:
+        left_out = LEFT_OUT_DOCKER if docker else LEFT_OUT_HOST
+        notices.append(f"{left_out} get nothing from this output: they read only the ECS form, "
+                       "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, which needs http://169.254.170.2 (port 80) to reach "
+                       "the daemon; `sudo rolebroker docker setup` makes it so (docs/SDK-COMPATIBILITY.md)"
+                       if not docker else
+                       f"{left_out} get nothing from this output: they refuse a FULL_URI on a link-local address "
+                       "or read only the ECS form, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, which needs "
+                       "http://169.254.170.2 (port 80) to reach the daemon; `sudo rolebroker docker setup` makes it so")
     present = [name for name in SHADOWING_VARIABLES if environ and name in environ]
     if present:
         notices.insert(0, f"unsetting {', '.join(present)}: set here, they outrank the broker in SDKs' "
                           "credential chains")
-    return ClientEnvironment(set_vars, list(SHADOWING_VARIABLES), notices, config_text)
+    return ClientEnvironment(set_vars, unset, notices, config_text)
 
 
 def _region(value: Any) -> str | None:
