@@ -9,6 +9,7 @@ through to the control API.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 from collections.abc import Awaitable, Callable, MutableMapping
 
@@ -28,6 +29,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CREDENTIALS_PREFIX = "/v1/credentials/"
 MAX_TOKEN_LENGTH = 512
+# A token as the ECS form carries it: one path segment of URL-safe characters.
+_PATH_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,512}")
 
 
 class CredentialsEndpoint:
@@ -91,7 +94,7 @@ class CredentialsEndpoint:
             log.warning("credentials request for %r refused: token %r may not read it", profile, record.name)
             return 403, error_body(
                 "ProfileNotAllowed",
-                f"token {record.name!r} serves only {', '.join(record.profiles)}, not {profile}: get a token for "
+                f"token {record.name!r} serves only {', '.join(record.profiles)}, not {profile!r}: get a token for "
                 f"{profile} with `eval \"$(rolebroker env {profile})\"` (or `rolebroker token create --profile "
                 f"{profile}`)",
             )
@@ -121,7 +124,11 @@ def _credentials_request(scope: Scope) -> tuple[str, bytes | None]:
     rest = scope["path"][len(CREDENTIALS_PREFIX):]
     profile, ecs_form, path_token = rest.partition("/")
     if ecs_form:
-        return profile, path_token.encode("latin-1", "replace") if path_token else None
+        if not path_token:
+            return profile, None
+        if not _PATH_TOKEN.fullmatch(path_token):
+            return "", None  # "../..", more segments: not a credentials URL at all (400)
+        return profile, path_token.encode()
     return profile, _header(scope, b"authorization")
 
 

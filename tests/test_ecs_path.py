@@ -62,3 +62,14 @@ def test_link_local_listeners_accept_the_bare_address_sdks_send_after_a_port_80_
     assert b"169.254.170.2" in hosts and b"169.254.170.2:9911" in hosts
     assert b"127.0.0.1" not in hosts  # loopback keeps the port-exact rule
     assert b"evil.example" not in hosts and b"169.254.170.2:80" not in hosts
+
+
+@pytest.mark.parametrize("path", ["/v1/credentials/dev/../../v1/status", "/v1/credentials/dev/rbt_a/b",
+                                  "/v1/credentials/dev/rbt_a%2Fb", "/v1/credentials/dev/rbt_a.b"])
+def test_anything_but_one_token_segment_after_the_profile_is_a_400(broker: Broker, path: str) -> None:
+    broker.login("dev")
+    status, body = get(broker, path, {"Authorization": broker.token("dev")})
+    assert (status, body["code"]) == (400, "BadProfileName"), (path, body)
+    # The user's own CLI on the control socket gets no further with it.
+    status, _, raw = broker.control_call("GET", path.replace("%2F", "%2f"))
+    assert status == 400, (path, raw)

@@ -14,7 +14,7 @@ def test_a_token_for_another_profile_names_what_it_serves_and_how_to_get_one(bro
     status, _, body = broker.raw_get("dev", broker.token("prod"))
     assert (status, body["code"]) == (403, "ProfileNotAllowed")
     message = body["message"]
-    assert "serves only prod, not dev" in message, message
+    assert "serves only prod, not 'dev'" in message, message
     assert 'rolebroker env dev' in message and "token create --profile dev" in message, message
     # botocore puts the body in front of the user.
     provider = botocore.credentials.ContainerProvider(environ={
@@ -22,7 +22,7 @@ def test_a_token_for_another_profile_names_what_it_serves_and_how_to_get_one(bro
         "AWS_CONTAINER_AUTHORIZATION_TOKEN": broker.token("prod")})
     with pytest.raises(botocore.exceptions.CredentialRetrievalError) as raised:
         provider.load().get_frozen_credentials()
-    assert "serves only prod, not dev" in str(raised.value)
+    assert "serves only prod, not 'dev'" in str(raised.value)
 
 
 @pytest.mark.parametrize("token", [None, "rbt_" + "x" * 43])
