@@ -251,3 +251,50 @@ def test_the_default_region_is_not_exported_when_it_already_is_the_profiles(tmp_
         assert seen["region"] == "ap-south-1", seen  # nomfa's own region, not dev's
     finally:
         broker.stop()
+
+
+AWS_CLI_V2 = Path("/usr/bin/aws")  # Debian's awscli package
+
+
+def test_the_aws_cli_v2_resolves_profiles_the_same_way(default_keys: Broker) -> None:
+    if not AWS_CLI_V2.exists():
+        pytest.skip("/usr/bin/aws is missing (apt-get install awscli; CI does)")
+    broker = default_keys
+    broker.login("dev")
+    after, _ = evaluated(broker, shell_env(broker))
+    # 2.9 ignores AWS_ENDPOINT_URL_STS: the double's endpoint goes on the command line.
+    endpoint = ["--endpoint-url", broker.sts.endpoint_url]
+
+    def v2(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(AWS_CLI_V2), *args, "sts", "get-caller-identity", "--output", "json", *endpoint],
+                              env=after, capture_output=True, text=True, timeout=60)
+
+    default = v2()
+    assert default.returncode == 0, default.stderr
+    assert json.loads(default.stdout)["Arn"].startswith(DEV_ARN_PREFIX)
+    nomfa = v2("--profile", "nomfa")
+    assert nomfa.returncode != 0 and "profile nomfa is hidden here" in nomfa.stderr, nomfa.stderr
+    prod = v2("--profile", "prod")
+    assert prod.returncode == 0, prod.stderr
+    assert json.loads(prod.stdout)["Arn"].startswith(PROD_ARN_PREFIX)
+
+
+def test_the_stand_in_config_takes_nothing_unchecked_from_the_daemon(tmp_path: Path) -> None:
+    from clients.envvars import UntrustedAnswer, environment_for
+
+    described = {"profile": "dev", "endpoint_url": "http://127.0.0.1:9911/v1/credentials/dev",
+                 "region": "eu-west-1", "default_profile_has_credentials": True,
+                 "other_profiles": [
+                     {"name": "x]\n[default]\naws_access_key_id = AKIAEVIL", "served": True},
+                     {"name": "ok", "served": False, "broker_process": "dev\ncredential_process = evil"},
+                     {"name": "prod", "served": True, "region": "eu-central-1"},
+                 ]}
+    environment = environment_for(described, "rbt_" + "a" * 43, stand_in_config=str(tmp_path / "c"))
+    text = environment.config_text or ""
+    assert "AKIAEVIL" not in text and "evil" not in text and "x]" not in text
+    assert "[profile ok]\ncredential_process = /bin/sh -c" in text  # asks for nothing: fails saying why
+    assert "[profile prod]\ncredential_process = rolebroker credential-process prod\nregion = eu-central-1" in text
+    for bad in ({"name": "p", "region": "eu-west-1\nx = y"}, {"name": 7}, "not a dict"):
+        with pytest.raises(UntrustedAnswer):
+            environment_for({**described, "other_profiles": [bad]}, "rbt_" + "a" * 43,
+                            stand_in_config=str(tmp_path / "c"))

@@ -341,6 +341,19 @@ def test_docker_env_with_the_ecs_port_gives_the_relative_uri_only(docker_env: tu
     assert env_file.read_text().startswith("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=/v1/credentials/dev/rbt_")
 
 
+def test_token_file_output_leaves_out_the_relative_uri_and_says_so(ecs_net: EcsNet) -> None:
+    token_file = ecs_net.home / "dev.token"
+    printed = rolebroker(ecs_net.host, ecs_net.env, "env", "dev", "--format", "json", "--token-file",
+                         str(token_file))
+    assert printed.returncode == 0, printed.stderr
+    values = json.loads(printed.stdout)
+    # The ECS form would put the token in the environment, which --token-file is there to avoid.
+    assert "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" not in values["set"]
+    assert "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" in values["unset"]
+    assert values["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] == str(token_file)
+    assert "Ruby and PHP (async-aws) get nothing" in printed.stderr, printed.stderr
+
+
 # ---- the matrix ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", CLIENT_NAMES)
