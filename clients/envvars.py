@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from urllib.parse import quote
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,10 @@ _ENDPOINT = re.compile(
 )
 # The ECS form: SDKs fetch http://169.254.170.2 (port 80) + this path, with no header, so the
 # path carries the token.
-_RELATIVE = re.compile(r"/v1/credentials/[A-Za-z0-9_.@+=,:-]{1,128}/rbt_[A-Za-z0-9_-]{20,200}")
+_RELATIVE = re.compile(r"/v1/credentials/[A-Za-z0-9_.~@+=,:%-]{1,384}/rbt_[A-Za-z0-9_-]{20,200}")
+# Profile names written into the stand-in config: an INI header, a `credential_process` word
+# and a message inside "..." for sh. Names with anything else are left out of it.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.@+=,:-]{1,128}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
 _TOKEN = re.compile(r"rbt_[A-Za-z0-9_-]{20,200}")
 _ADDRESS = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:]{2,39}")  # an IPv4 or IPv6 literal
@@ -145,7 +149,7 @@ def environment_for(described: Mapping[str, Any], token: str, *, stand_in_config
     unset = list(SHADOWING_VARIABLES)
     docker = described.get("target") == "docker"
     if ecs:
-        relative = f"/v1/credentials/{profile}/{token}"
+        relative = f"/v1/credentials/{quote(profile, safe='')}/{token}"
         _expect(_RELATIVE.fullmatch(relative) is not None, "profile")
         set_vars[RELATIVE_VARIABLE] = relative
         unset.remove(RELATIVE_VARIABLE)
@@ -202,15 +206,16 @@ def _stand_in_config(profile: str, region: str | None, others: Any, rolebroker: 
     as itself through `credential_process`; every other profile fails saying why, instead
     of falling through to the broker's role. Names the failing profiles."""
     hidden: list[str] = []
+    profile = profile if _PLAIN_NAME.fullmatch(profile) else "PROFILE"
     lines = [f"# Written by `rolebroker env {profile}`: a stand-in for your AWS config in that environment.",
              "[default]"] + ([f"region = {region}"] if region else [])
     for entry in _profiles(others):
         name = entry["name"]
-        if not PROFILE_NAME.fullmatch(name):
+        if not _PLAIN_NAME.fullmatch(name):
             continue  # cannot be named safely in an INI header; botocore will say it is not found
         lines += ["", f"[profile {name}]"]
         asks = entry["broker_process"] if entry["broker_process"] is not None else name if entry["served"] else None
-        if isinstance(asks, str) and PROFILE_NAME.fullmatch(asks):
+        if isinstance(asks, str) and _PLAIN_NAME.fullmatch(asks):
             # Served by the broker (or a `rolebroker credential-process` profile): answers as itself.
             lines.append(f"credential_process = {shlex.quote(rolebroker)} credential-process {asks}")
         else:
