@@ -96,83 +96,96 @@ def environment_for(described: Mapping[str, Any], token: str, *, stand_in_config
     _expect(_TOKEN.fullmatch(token) is not None, "token")
     profile = described.get("profile", "")
     _expect(isinstance(profile, str) and (profile == "" or PROFILE_NAME.fullmatch(profile) is not None), "profile")
-    set_vars = {ENDPOINT_VARIABLE: str(url)}
-    notices: list[str] = []
-    config_text: str | None = None
+    environment = ClientEnvironment({ENDPOINT_VARIABLE: str(url)}, list(SHADOWING_VARIABLES))
     region = _region(described.get("region"))
-    if described.get("target") == "docker":
+    docker = described.get("target") == "docker"
+    if docker:
         # Go would send 169.254.170.x through HTTP_PROXY; the host's files are not in a container.
         addresses = described.get("no_proxy") or []
         _expect(all(isinstance(a, str) and _ADDRESS.fullmatch(a) for a in addresses), "listener address")
-        set_vars["NO_PROXY"] = ",".join(addresses)
-        if region:
-            set_vars["AWS_REGION"] = set_vars["AWS_DEFAULT_REGION"] = region
+        environment.set_vars["NO_PROXY"] = ",".join(addresses)
+        _export_region(environment, region)
     elif described.get("default_profile_has_credentials"):
-        # [default] with keys (or a role, SSO, a process) outranks the container provider in
-        # every SDK. Hiding only it is impossible (one file holds every profile's keys), so
-        # both files are hidden; a stand-in config keeps explicit profiles honest (below).
-        set_vars[CREDENTIALS_FILE_VARIABLE] = os.devnull
-        if stand_in_config is None:
-            set_vars[CONFIG_FILE_VARIABLE] = os.devnull
-            if region:
-                set_vars["AWS_REGION"] = set_vars["AWS_DEFAULT_REGION"] = region
-        else:
-            set_vars[CONFIG_FILE_VARIABLE] = stand_in_config
-            # JavaScript v2 and Go v1 read a config file (its region) only when told to.
-            set_vars["AWS_SDK_LOAD_CONFIG"] = "1"
-            config_text, hidden = _stand_in_config(profile, region, described.get("other_profiles"), rolebroker)
-            notices.append(
-                f"[default] in your AWS files has credentials, which every SDK would use before the broker: "
-                f"{CREDENTIALS_FILE_VARIABLE} is {os.devnull} and {CONFIG_FILE_VARIABLE} a stand-in "
-                f"({stand_in_config}) here, where [default] is the broker's; profiles served by rolebroker "
-                "answer through `rolebroker credential-process`" + (
-                    f", and {_names(hidden)} fail with a message saying this (their keys are hidden)" if hidden else "")
-                + ". Keep every profile usable: move those keys out of [default] (e.g. to [alice], with "
-                "`source_profile = alice` on the roles)")
+        _hide_default(environment, described, profile, region, stand_in_config, rolebroker)
     else:
-        # The files stay visible: an explicit `--profile X` resolves as X, as without rolebroker.
-        default_region = described.get("default_region")
-        if region and region != default_region:
-            set_vars["AWS_REGION"] = set_vars["AWS_DEFAULT_REGION"] = region
-            notices.append(f"AWS_REGION={region} ({profile or 'the profile'}'s region) also applies to "
-                           "`--profile X` here; pass --region for another")
-        bare = [str(p["name"]) for p in _profiles(described.get("other_profiles"))
-                if not p["has_credentials"] and not p["served"]]
-        if bare:
-            notices.append(f"{_names(bare)} have no credentials of their own: like any SDK setting, "
-                           f"`--profile` with one of them gets {profile or 'this profile'}'s role from the broker here")
+        _keep_files(environment, described, profile, region)
     sts = described.get("sts_endpoint_url")
     if sts:  # the demo's embedded STS, on this machine
         _expect(isinstance(sts, str) and _LOCAL_URL.fullmatch(sts) is not None, "STS endpoint")
-        set_vars["AWS_ENDPOINT_URL_STS"] = str(sts)
-    set_vars[TOKEN_VARIABLE] = token
-    unset = list(SHADOWING_VARIABLES)
-    docker = described.get("target") == "docker"
+        environment.set_vars["AWS_ENDPOINT_URL_STS"] = str(sts)
+    environment.set_vars[TOKEN_VARIABLE] = token
     if ecs:
-        relative = f"/v1/credentials/{quote(profile, safe='')}/{token}"
-        _expect(_RELATIVE.fullmatch(relative) is not None, "profile")
-        set_vars[RELATIVE_VARIABLE] = relative
-        unset.remove(RELATIVE_VARIABLE)
-        if docker:
-            # In a container every SDK reads the ECS form (Go v1/v2 and JS v2 refuse a FULL_URI
-            # on 169.254.170.2), and it wins over FULL_URI in most: that alone, then.
-            del set_vars[ENDPOINT_VARIABLE], set_vars[TOKEN_VARIABLE]
-        # On the host both: Go prefers FULL_URI (loopback, the only host it accepts), the
-        # others RELATIVE_URI, which Ruby and PHP read alone.
+        _add_ecs_form(environment, profile, token, docker)
     else:
-        left_out = LEFT_OUT_DOCKER if docker else LEFT_OUT_HOST
-        notices.append(f"{left_out} get nothing from this output: they read only the ECS form, "
-                       "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, which needs http://169.254.170.2 (port 80) to reach "
-                       "the daemon; `sudo rolebroker docker setup` makes it so (docs/SDK-COMPATIBILITY.md)"
-                       if not docker else
-                       f"{left_out} get nothing from this output: they refuse a FULL_URI on a link-local address "
-                       "or read only the ECS form, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, which needs "
-                       "http://169.254.170.2 (port 80) to reach the daemon; `sudo rolebroker docker setup` makes it so")
+        environment.notices.append(
+            f"{LEFT_OUT_DOCKER if docker else LEFT_OUT_HOST} get nothing from this output: they "
+            + ("refuse a FULL_URI on a link-local address or " if docker else "")
+            + "read only the ECS form, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, which needs http://169.254.170.2 "
+            "(port 80) to reach the daemon; `sudo rolebroker docker setup` makes it so (docs/SDK-COMPATIBILITY.md)")
     present = [name for name in SHADOWING_VARIABLES if environ and name in environ]
     if present:
-        notices.insert(0, f"unsetting {', '.join(present)}: set here, they outrank the broker in SDKs' "
-                          "credential chains")
-    return ClientEnvironment(set_vars, unset, notices, config_text)
+        environment.notices.insert(0, f"unsetting {', '.join(present)}: set here, they outrank the broker in "
+                                      "SDKs' credential chains")
+    return environment
+
+
+def _export_region(environment: ClientEnvironment, region: str | None) -> None:
+    if region:
+        environment.set_vars["AWS_REGION"] = environment.set_vars["AWS_DEFAULT_REGION"] = region
+
+
+def _hide_default(environment: ClientEnvironment, described: Mapping[str, Any], profile: str, region: str | None,
+                  stand_in_config: str | None, rolebroker: str) -> None:
+    """[default] with keys (or a role, SSO, a process) outranks the container provider in
+    every SDK. Hiding only it is impossible (one file holds every profile's keys), so both
+    files are hidden; a stand-in config keeps explicit profiles honest."""
+    set_vars = environment.set_vars
+    set_vars[CREDENTIALS_FILE_VARIABLE] = os.devnull
+    if stand_in_config is None:
+        set_vars[CONFIG_FILE_VARIABLE] = os.devnull
+        _export_region(environment, region)
+        return
+    set_vars[CONFIG_FILE_VARIABLE] = stand_in_config
+    # JavaScript v2 and Go v1 read a config file (its region) only when told to.
+    set_vars["AWS_SDK_LOAD_CONFIG"] = "1"
+    environment.config_text, hidden = _stand_in_config(profile, region, described.get("other_profiles"), rolebroker)
+    environment.notices.append(
+        f"[default] in your AWS files has credentials, which every SDK would use before the broker: "
+        f"{CREDENTIALS_FILE_VARIABLE} is {os.devnull} and {CONFIG_FILE_VARIABLE} a stand-in ({stand_in_config}) "
+        "here, where [default] is the broker's; profiles served by rolebroker answer through "
+        "`rolebroker credential-process`"
+        + (f", and {_names(hidden)} fail with a message saying this (their keys are hidden)" if hidden else "")
+        + ". Keep every profile usable: move those keys out of [default] (e.g. to [alice], with "
+        "`source_profile = alice` on the roles)")
+
+
+def _keep_files(environment: ClientEnvironment, described: Mapping[str, Any], profile: str,
+                region: str | None) -> None:
+    """Nothing in the files outranks the broker: they stay visible, so an explicit
+    `--profile X` resolves as X, as it would without rolebroker."""
+    if region and region != described.get("default_region"):
+        _export_region(environment, region)
+        environment.notices.append(f"AWS_REGION={region} ({profile or 'the profile'}'s region) also applies to "
+                                   "`--profile X` here; pass --region for another")
+    bare = [str(p["name"]) for p in _profiles(described.get("other_profiles"))
+            if not p["has_credentials"] and not p["served"]]
+    if bare:
+        environment.notices.append(
+            f"{_names(bare)} have no credentials of their own: like any SDK setting, `--profile` with one of "
+            f"them gets {profile or 'this profile'}'s role from the broker here")
+
+
+def _add_ecs_form(environment: ClientEnvironment, profile: str, token: str, docker: bool) -> None:
+    relative = f"/v1/credentials/{quote(profile, safe='')}/{token}"
+    _expect(_RELATIVE.fullmatch(relative) is not None, "profile")
+    environment.set_vars[RELATIVE_VARIABLE] = relative
+    environment.unset.remove(RELATIVE_VARIABLE)
+    if docker:
+        # In a container every SDK reads the ECS form (Go v1/v2 and JS v2 refuse a FULL_URI on
+        # 169.254.170.2), and it wins over FULL_URI in most: that alone, then.
+        del environment.set_vars[ENDPOINT_VARIABLE], environment.set_vars[TOKEN_VARIABLE]
+    # On the host both: Go prefers FULL_URI (loopback, the only host it accepts), the others
+    # RELATIVE_URI, which Ruby and PHP read alone.
 
 
 def _region(value: Any) -> str | None:
