@@ -48,7 +48,7 @@ class CredentialsEndpoint:
             if messages is None:
                 status, body = await self.respond(scope)
                 if status == 401 and self.on_auth_failure is not None:
-                    await self.on_auth_failure(scope)
+                    await self.on_auth_failure(_without_path_token(scope))
                 messages = response_messages(status, body if scope["method"] != "HEAD" else b"")
                 if scope["method"] == "HEAD":  # the length of the body a GET would get
                     messages[0]["headers"] = response_messages(status, body)[0]["headers"]
@@ -130,6 +130,15 @@ def _credentials_request(scope: Scope) -> tuple[str, bytes | None]:
             return "", None  # "../..", more segments: not a credentials URL at all (400)
         return profile, path_token.encode()
     return profile, _header(scope, b"authorization")
+
+
+def _without_path_token(scope: Scope) -> Scope:
+    """The request as others may see it (the failure throttle describes requests in its log):
+    an ECS-form path with its token cut off."""
+    profile, ecs_form, _ = scope["path"][len(CREDENTIALS_PREFIX):].partition("/")
+    if not ecs_form:
+        return scope
+    return {**scope, "path": f"{CREDENTIALS_PREFIX}{profile}/<token>", "raw_path": b""}
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

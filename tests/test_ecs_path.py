@@ -73,3 +73,34 @@ def test_anything_but_one_token_segment_after_the_profile_is_a_400(broker: Broke
     # The user's own CLI on the control socket gets no further with it.
     status, _, raw = broker.control_call("GET", path.replace("%2F", "%2f"))
     assert status == 400, (path, raw)
+
+
+def test_the_failure_hook_never_sees_the_path_token(broker: Broker) -> None:
+    """What a 401 hands on (the failure throttle, which describes requests in its summary log)
+    carries the path without its token: a revoked or mistyped token is still a secret."""
+    from broker.endpoint import CredentialsEndpoint
+
+    seen: list[dict[str, Any]] = []
+
+    async def record(scope: dict[str, Any]) -> None:
+        seen.append(scope)
+
+    async def fallback(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not a credentials request?")
+
+    endpoint = CredentialsEndpoint(broker.daemon.sessions, broker.daemon.tokens, fallback, record)
+    bad = "rbt_" + "z" * 43
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": f"/v1/credentials/dev/{bad}",
+             "raw_path": f"/v1/credentials/dev/{bad}".encode(), "headers": [], "client": ("127.0.0.1", 1)}
+    broker.call(endpoint(scope, receive, send))
+    assert sent[0]["status"] == 401
+    assert [s["path"] for s in seen] == ["/v1/credentials/dev/<token>"]
+    assert bad not in repr(seen)
