@@ -366,6 +366,9 @@ socket, so that a container's first request starts the daemon as a local one doe
 opens only once something local has started the daemon.)
 
 Then run containers with:  docker run $(rolebroker env PROFILE --format docker) IMAGE ...
+With port 80 of 169.254.170.2 leading to the daemon (the nftables redirect above, to port {port}),
+`env` gives containers AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, the one variable every SDK reads
+(Ruby and PHP read nothing else), and the host's shells get it too.
 Go SDK: with HTTP_PROXY/HTTPS_PROXY set in a container, Go sends requests for {self.address}
 to the proxy unless NO_PROXY names it; `rolebroker env --format docker` puts it in NO_PROXY,
 keep it there if you set NO_PROXY yourself.""")
