@@ -9,6 +9,8 @@ through to the control API.
 from __future__ import annotations
 
 import logging
+import shlex
+import re
 from typing import Any
 from collections.abc import Awaitable, Callable, MutableMapping
 
@@ -28,6 +30,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CREDENTIALS_PREFIX = "/v1/credentials/"
 MAX_TOKEN_LENGTH = 512
+# A token as the ECS form carries it: one path segment of URL-safe characters.
+_PATH_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,512}")
 
 
 class CredentialsEndpoint:
@@ -50,7 +54,7 @@ class CredentialsEndpoint:
             if messages is None:
                 status, body = await self.respond(scope)
                 if status == 401 and self.on_auth_failure is not None:
-                    instead = await self.on_auth_failure(scope)
+                    instead = await self.on_auth_failure(_without_path_token(scope))
                     if instead is not None:
                         status, body = instead
                 messages = response_messages(status, body if scope["method"] != "HEAD" else b"")
@@ -66,8 +70,7 @@ class CredentialsEndpoint:
         credentials are cached. Anything else (None) takes `respond`, which explains itself."""
         if scope["method"] != "GET":
             return None
-        profile = scope["path"][len(CREDENTIALS_PREFIX):]
-        token = _header(scope, b"authorization")
+        profile, token = _credentials_request(scope)
         if token is None or len(token) > MAX_TOKEN_LENGTH or not PROFILE_NAME.fullmatch(profile):
             return None
         record = self.tokens.lookup(token)
@@ -79,34 +82,30 @@ class CredentialsEndpoint:
     async def respond(self, scope: Scope) -> tuple[int, bytes]:
         if scope["method"] not in ("GET", "HEAD"):
             return 405, error_body("MethodNotAllowed", "use GET")
-        profile = scope["path"][len(CREDENTIALS_PREFIX):]
+        profile, token = _credentials_request(scope)
         if not PROFILE_NAME.fullmatch(profile):
             # Checked before anything is logged: a name with CR/LF could forge log lines.
-            return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE, with the profile "
-                                   f"name percent-encoded ({PROFILE_NAME_RULE})")
+            return 400, error_body("BadProfileName", "the URL must be /v1/credentials/PROFILE (or "
+                                   "/v1/credentials/PROFILE/TOKEN), with the profile name percent-encoded "
+                                   f"({PROFILE_NAME_RULE})")
         if is_control(scope):
             return await self._serve(profile)  # the user's own CLI (credential-process) reads any profile
-        token = _header(scope, b"authorization")
         if token is None or len(token) > MAX_TOKEN_LENGTH:
-            return 401, error_body(
-                "MissingToken",
-                "no Authorization token: set AWS_CONTAINER_AUTHORIZATION_TOKEN, e.g. with "
-                f"`eval \"$(rolebroker env {profile})\"`",
-            )
+            return 401, error_body("MissingToken", "no Authorization token (AWS_CONTAINER_AUTHORIZATION_TOKEN): "
+                                   + _token_advice(profile, "one"))
         record = self.tokens.lookup(token)
         if record is None:
-            return 401, error_body(
-                "InvalidToken",
-                f"the token is unknown, revoked or expired: get a new one with `rolebroker env {profile}`",
-            )
+            return 401, error_body("InvalidToken",
+                                   f"the token is unknown, revoked or expired: {_token_advice(profile, 'a new')}")
         if not record.allows(profile):
             if self.on_refused is not None:
                 self.on_refused(scope, "requests for a profile their token may not read",
                                 f"token {record.name!r} asked for {profile!r}")
             return 403, error_body(
                 "ProfileNotAllowed",
-                f"token {record.name!r} is not allowed profile {profile!r}; "
-                f"it serves {', '.join(record.profiles)}",
+                f"token {record.name!r} serves only {', '.join(record.profiles)}, not {profile!r}: get a token for "
+                f"{profile} with `eval \"$(rolebroker env {shlex.quote(profile)})\"` (or `rolebroker token create "
+                f"--profile {shlex.quote(profile)}`)",
             )
         return await self._serve(profile)
 
@@ -115,6 +114,41 @@ class CredentialsEndpoint:
             return 200, await self.sessions.credentials_body(profile)
         except BrokerError as exc:
             return exc.status, error_body(exc.code, exc.message)
+
+
+def _token_advice(profile: str, which: str) -> str:
+    """What to do about a 401. The daemon cannot tell a token that came from a file: some SDKs
+    (the AWS CLI v2 of Debian and Ubuntu, Go v1 and v2) never read the file variable, and send
+    no token or a stale one from AWS_CONTAINER_AUTHORIZATION_TOKEN."""
+    return (f"get {which} with `eval \"$(rolebroker env {shlex.quote(profile)})\"`. "
+            "If you used `--token-file`: some SDKs "
+            "(AWS CLI v2 from Debian/Ubuntu, Go) do not read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE; give them the "
+            "token itself (`rolebroker env` without --token-file)")
+
+
+def _credentials_request(scope: Scope) -> tuple[str, bytes | None]:
+    """(profile, token) of a credentials request. The token is the Authorization header, or
+    the path's last segment in the ECS form /v1/credentials/PROFILE/TOKEN: SDKs reading
+    AWS_CONTAINER_CREDENTIALS_RELATIVE_URI send no header, so the path is the capability
+    (and is therefore never logged)."""
+    rest = scope["path"][len(CREDENTIALS_PREFIX):]
+    profile, ecs_form, path_token = rest.partition("/")
+    if ecs_form:
+        if not path_token:
+            return profile, None
+        if not _PATH_TOKEN.fullmatch(path_token):
+            return "", None  # "../..", more segments: not a credentials URL at all (400)
+        return profile, path_token.encode()
+    return profile, _header(scope, b"authorization")
+
+
+def _without_path_token(scope: Scope) -> Scope:
+    """The request as others may see it (the failure throttle describes requests in its log):
+    an ECS-form path with its token cut off."""
+    profile, ecs_form, _ = scope["path"][len(CREDENTIALS_PREFIX):].partition("/")
+    if not ecs_form:
+        return scope
+    return {**scope, "path": f"{CREDENTIALS_PREFIX}{profile}/<token>", "raw_path": b""}
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -27,6 +27,7 @@ from broker.peers import RefusalLog, scope_peer
 from broker.wire import JSON_TYPE, error_body
 
 MAX_BODY = 64 * 1024
+LINK_LOCAL_HOSTS = ("169.254.170.2", "169.254.170.23", "fd00:ec2::23")
 MAX_HEADER_VALUE = 4096
 
 
@@ -40,7 +41,9 @@ def allowed_hosts(listeners: list[tuple[str, int]]) -> frozenset[bytes]:
             names += ["localhost", "127.0.0.1", "[::1]"]
         for name in names:
             hosts.add(f"{name}:{port}")
-            if port == 80:
+            if port == 80 or address in LINK_LOCAL_HOSTS:
+                # Link-local: port 80 may be redirected to this listener (`rolebroker docker setup`),
+                # and the SDKs then send the bare address; an IP literal cannot be rebound.
                 hosts.add(name)
     return frozenset(h.encode() for h in hosts)
 

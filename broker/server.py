@@ -7,8 +7,10 @@ import errno
 import json
 import logging
 import os
+import re
 import signal
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -27,6 +29,7 @@ from broker.keyring_sessions import DaemonKeyring
 from broker.keystore import index_path, read_index
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
 from broker.leases import TokenLeases
+from broker.names import PROFILE_NAME_CHARS
 from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
 from broker.limits import Limits, uvicorn_options
 from broker.peers import RefusalLog, scope_peer
@@ -48,11 +51,31 @@ CONFIG_READ_TIMEOUT = 5.0
 FileStamps = tuple[tuple[int, int, int] | None, ...]
 
 
+# A profile that asks rolebroker itself (the README's `credential_process` profile for IDEs).
+_BROKER_PROCESS = re.compile(r"(?:\S*/)?rolebroker credential-process (" + PROFILE_NAME_CHARS + ")")
+
+
+def _broker_process(section: Any) -> str | None:
+    """The profile a `credential_process = rolebroker credential-process NAME` line asks for."""
+    value = section.get("credential_process") if isinstance(section, Mapping) else None
+    match = _BROKER_PROCESS.fullmatch(value.strip()) if isinstance(value, str) else None
+    return match.group(1) if match else None
+
+
+def _has_credentials(section: Any) -> bool:
+    return isinstance(section, Mapping) and any(key in section for key in CREDENTIAL_KEYS)
+
+
+def _region_of(section: Any) -> str | None:
+    region = section.get("region") if isinstance(section, Mapping) else None
+    return region if isinstance(region, str) and region else None
+
+
 class PortInUse(Exception):
     pass
 
 
-# The addresses the SDKs accept over plain http besides loopback (SDK-COMPAT.md).
+# The addresses the SDKs accept over plain http besides loopback (docs/SDK-COMPATIBILITY.md).
 LINK_LOCAL_ADDRESSES = ("169.254.170.2", "169.254.170.23", "fd00:ec2::23")
 
 
@@ -256,19 +279,33 @@ class Daemon:
                 notes.append("the daemon has no link-local listener, so only `docker run --network host` "
                              "containers can reach it; or run `sudo rolebroker docker setup` and restart the "
                              "daemon with `--listen 169.254.170.2:PORT`")
-        default = self.sessions.config.raw_profiles.get("default", {})
+        raw = self.sessions.config.raw_profiles
+        default = raw.get("default", {})
         return {
             "profile": profile,
             "target": target,
             "endpoint_url": url,
             "region": plan.region,
-            # A [default] profile with keys outranks the container provider in every SDK.
-            "default_profile_has_credentials": any(key in default for key in CREDENTIAL_KEYS),
+            # A [default] profile with credentials outranks the container provider in every SDK.
+            "default_profile_has_credentials": _has_credentials(default),
+            # The region the default chain sees without any variable (the client decides whether
+            # exporting this profile's region is needed).
+            "default_region": _region_of(default),
+            # The user's other profiles, for a client that must hide [default] without hiding them.
+            "other_profiles": [self._describe_other(name, section) for name, section in sorted(raw.items())
+                               if name != "default"],
             "no_proxy": [address for address, _ in self.listeners],
             # The demo points its clients at its embedded STS.
             "sts_endpoint_url": self.settings.client_env.get("AWS_ENDPOINT_URL_STS"),
             "notes": notes,
         }
+
+    def _describe_other(self, name: str, section: Any) -> dict[str, Any]:
+        plan = self.sessions.config.plans.get(name)
+        return {"name": name, "served": plan is not None, "has_credentials": _has_credentials(section),
+                # A served profile's region as the broker resolves it (a role inherits its source's).
+                "region": plan.region if plan is not None and plan.region else _region_of(section),
+                "broker_process": _broker_process(section)}
 
     # ---- serving ----------------------------------------------------------------------
 
@@ -367,6 +404,9 @@ class Daemon:
             date_header=False, timeout_graceful_shutdown=5, loop="none",
             **self._protocol_options(),
         )
+        # Request lines carry ECS-form tokens (/v1/credentials/PROFILE/TOKEN): no access log,
+        # whatever handlers the embedding process (a test runner, a logging setup) attached.
+        logging.getLogger("uvicorn.access").disabled = True
         self.server = uvicorn.Server(config)
         self.server.should_exit = self._stop_requested  # a stop() that came before serve()
         background = [asyncio.ensure_future(self.sessions.run()), asyncio.ensure_future(self.watch_config()),

@@ -1,4 +1,4 @@
-"""The container-credentials wire format, in one place (see SDK-COMPAT.md)."""
+"""The container-credentials wire format, in one place (see docs/SDK-COMPATIBILITY.md)."""
 
 from __future__ import annotations
 

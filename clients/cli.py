@@ -24,7 +24,9 @@ from clients.durations import parse_duration
 from clients.envfmt import FORMATS
 from clients.status_view import cmd_status, duration_text, local_time
 from clients.token_cmds import cmd_reload, cmd_token_create, cmd_token_list, cmd_token_revoke
-from clients.envvars import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, variables_for
+from clients.envvars import (
+    RELATIVE_VARIABLE, TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, environment_for,
+)
 
 ENV_TOKEN_TTL = 7 * 86400
 
@@ -290,12 +292,30 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | 
         "reuse": f"env-{target}" if reuse else None,
         "name": f"{'exec' if bind_to_caller else target}-{token_name_part(profile)}-{os.urandom(3).hex()}"[-64:],
     })
+    stand_in = client.directory / "env-config" / f"{token_name_part(profile)}-{target}.config"
+    from clients.ecs_probe import reaches_daemon  # standard library only
+
     try:
-        set_vars, unset = variables_for(described, minted["token"])
-    except UntrustedAnswer:
+        environment = environment_for(described, minted["token"], stand_in_config=str(stand_in),
+                                      environ=os.environ, rolebroker=rolebroker_executable(),
+                                      ecs=reaches_daemon(profile, minted["token"]))
+        if environment.config_text is not None:
+            # No secret in it, but the profile names are the user's own business: 0600 in a 0700 dir.
+            stand_in.parent.mkdir(mode=0o700, exist_ok=True)
+            write_atomic(stand_in, environment.config_text.encode())
+    except (UntrustedAnswer, OSError):
         _revoke_quietly(client, minted.get("name", ""))
         raise
-    return {"set": set_vars, "unset": unset, "token_name": minted["name"], "notes": described.get("notes", [])}
+    return {"set": environment.set_vars, "unset": environment.unset, "token_name": minted["name"],
+            "token": minted["token"],
+            "notes": [*environment.notices, *described.get("notes", [])]}
+
+
+def rolebroker_executable() -> str:
+    """This CLI's own executable, for `credential_process` lines: the SDK's PATH may differ."""
+    from clients.docker_link import rolebroker_executable as find  # standard library only
+
+    return find()
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -306,11 +326,21 @@ def cmd_env(args: argparse.Namespace) -> int:
     except UntrustedAnswer as exc:
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the stand-in AWS config could not be written
+        print(f"rolebroker: cannot write the stand-in AWS config under {client.directory}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
     set_vars, unset = described["set"], list(described["unset"])
     if args.token_file:
-        # The file wins over the variable in every SDK but Java, so drop the variable too.
+        # The file wins over the variable in every SDK but Java, so drop the variable too; the
+        # ECS form carries the token in its path, so it goes as well.
+        if set_vars.pop(RELATIVE_VARIABLE, None) is not None:
+            unset.append(RELATIVE_VARIABLE)
+            described["notes"].append("--token-file leaves out AWS_CONTAINER_CREDENTIALS_RELATIVE_URI (its path "
+                                      "holds the token): Ruby and PHP (async-aws) get nothing from this output")
         try:
-            write_token_file(args.token_file, set_vars.pop(TOKEN_VARIABLE))
+            set_vars.pop(TOKEN_VARIABLE, None)
+            write_token_file(args.token_file, described["token"])
         except OSError as exc:
             _revoke_quietly(client, described["token_name"])  # nobody will ever hold it
             print(f"rolebroker: cannot write {args.token_file}: {exc.strerror}", file=sys.stderr)
@@ -322,8 +352,9 @@ def cmd_env(args: argparse.Namespace) -> int:
         # `docker run` flags end up in every local user's view of the process list: the token
         # goes to a 0600 env file instead, named on the command line.
         env_file = docker_env_file(client, described["token_name"])
+        secret = {name: set_vars.pop(name) for name in (TOKEN_VARIABLE, RELATIVE_VARIABLE) if name in set_vars}
         try:
-            write_token_file(str(env_file), f"{TOKEN_VARIABLE}={set_vars.pop(TOKEN_VARIABLE)}\n")
+            write_token_file(str(env_file), "".join(f"{name}={value}\n" for name, value in secret.items()))
         except OSError as exc:
             _revoke_quietly(client, described["token_name"])
             print(f"rolebroker: cannot write {env_file}: {exc.strerror}", file=sys.stderr)

@@ -2,7 +2,7 @@
 machine so that containers on a Docker bridge network can reach the broker.
 
 A bridged container cannot reach the host's 127.0.0.1, and the SDKs accept plain http only
-to loopback or to the ECS/EKS link-local addresses (shared SDK-COMPAT.md). So, as the EKS
+to loopback or to the ECS/EKS link-local addresses (docs/SDK-COMPATIBILITY.md). So, as the EKS
 Pod Identity agent does with 169.254.170.23, the address goes on a dummy link of the host:
 a container's packets to it leave through its default gateway (the bridge), and the host
 delivers them locally because the address is its own. The daemon then also listens there
@@ -216,6 +216,7 @@ class DockerLink:
             self._setup_on_loopback(done)
         else:
             self._setup_dummy(done)
+        self._setup_redirect(port, done)
         if done:
             print("Done:")
             for command in done:
@@ -224,6 +225,19 @@ class DockerLink:
             print(f"Already set up: {self.address} is on {self._where()}.")
         self._print_next_steps(port)
         return 0
+
+    def _setup_redirect(self, port: int, done: list[str]) -> None:
+        """Port 80 of the ECS address to the daemon's port, for AWS_CONTAINER_CREDENTIALS_RELATIVE_URI."""
+        from clients import ecs_redirect
+
+        if self.address != ecs_redirect.ECS_ADDRESS or port == 80:
+            return  # the ECS form always means 169.254.170.2:80; a daemon on port 80 needs no redirect
+        if ecs_redirect.target_port() == port:
+            return
+        try:
+            done.append(ecs_redirect.add(port))
+        except ecs_redirect.RedirectError as exc:
+            print(f"note: {exc}", file=sys.stderr)
 
     def _setup_dummy(self, done: list[str]) -> None:
         kind = self.link_kind()
@@ -268,6 +282,14 @@ class DockerLink:
         elif kind is not None:
             raise LinkError(f"{self.interface} is not a dummy link ({kind or 'device'}): it is not rolebroker's, "
                             "leaving it alone")
+        from clients import ecs_redirect
+
+        try:
+            removed = ecs_redirect.remove() if self.address == ecs_redirect.ECS_ADDRESS else None
+        except ecs_redirect.RedirectError as exc:
+            raise LinkError(str(exc)) from None
+        if removed:
+            done.append(removed)
         # The loopback fallback (or --interface lo): only the copy under our label.
         for placement in self.placements():
             if placement.interface == LOOPBACK and self.ours(placement):
@@ -294,6 +316,13 @@ class DockerLink:
             state = "up" if self.link_is_up(placement.interface) else "DOWN"
             owner = "rolebroker's" if self.ours(placement) else "not rolebroker's"
             print(f"{self.address} is on {placement.interface} ({state}, {owner}).")
+        from clients import ecs_redirect
+
+        if self.address == ecs_redirect.ECS_ADDRESS and os.geteuid() == 0:  # reading nft rules needs root
+            redirected = ecs_redirect.target_port()
+            print(f"Port 80 of {self.address} is redirected to port {redirected} (the ECS form works)."
+                  if redirected else f"Port 80 of {self.address} is not redirected (Ruby and PHP get nothing, "
+                  "unless the daemon listens there itself).")
         listening = daemon_listeners()
         if listening is None:
             print("The daemon is not running (as this user): start it with "
@@ -338,6 +367,9 @@ socket, so that a container's first request starts the daemon as a local one doe
 opens only once something local has started the daemon.)
 
 Then run containers with:  docker run $(rolebroker env PROFILE --format docker) IMAGE ...
+With port 80 of 169.254.170.2 leading to the daemon (the nftables redirect above, to port {port}),
+`env` gives containers AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, the one variable every SDK reads
+(Ruby and PHP read nothing else), and the host's shells get it too.
 Go SDK: with HTTP_PROXY/HTTPS_PROXY set in a container, Go sends requests for {self.address}
 to the proxy unless NO_PROXY names it; `rolebroker env --format docker` puts it in NO_PROXY,
 keep it there if you set NO_PROXY yourself.""")

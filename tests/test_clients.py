@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import configparser
 import datetime as dt
 import json
 import os
@@ -41,7 +42,7 @@ FULL_URI = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
 TOKEN_VAR = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 TOKEN_FILE_VAR = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
 
-# Variables that outrank the container provider (SDK-COMPAT.md, MUST 8): set in the parent
+# Variables that outrank the container provider (docs/SDK-COMPATIBILITY.md): set in the parent
 # shell, `env` output must remove them.
 SHADOWING = {
     "AWS_PROFILE": "default",
@@ -385,17 +386,23 @@ PARSERS: dict[str, Callable[[str], tuple[dict[str, str], list[str]]]] = {
 def check_environment(broker: Broker, values: dict[str, str], fmt: str) -> None:
     """What any format must carry: the URL, a working token, and the profile's region."""
     assert values[FULL_URI] == broker.url("dev")
-    assert values["AWS_REGION"] == "eu-west-1"
     token = values[TOKEN_VAR]
     assert TOKEN_SHAPE.fullmatch(token), token
     status, body = fetch(broker, "dev", token)
     assert status == 200, (fmt, body)
     assert body["AccessKeyId"] == served(broker, "dev")["AccessKeyId"]
     if fmt == "docker":
+        assert values["AWS_REGION"] == "eu-west-1"
         assert values["NO_PROXY"]  # Go would send 169.254.170.x through HTTP_PROXY
         assert "AWS_SHARED_CREDENTIALS_FILE" not in values  # a host path means nothing in a container
     else:
+        # [default] holds Alice's keys: the credentials file is hidden, and a stand-in config
+        # (no secrets) makes [default] the broker's, with dev's region.
         assert values["AWS_SHARED_CREDENTIALS_FILE"] == os.devnull
+        stand_in = configparser.RawConfigParser()
+        assert stand_in.read(values["AWS_CONFIG_FILE"]) == [values["AWS_CONFIG_FILE"]]
+        assert stand_in["default"]["region"] == "eu-west-1"
+        assert "aws_access_key_id" not in Path(values["AWS_CONFIG_FILE"]).read_text()
 
 
 def test_env_sh_is_evaluated_by_sh(broker: Broker) -> None:

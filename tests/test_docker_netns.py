@@ -422,7 +422,11 @@ def test_setup_address_is_reached_through_the_default_gateway(namespaces: Namesp
     printed = rolebroker(host, env, "env", "dev", "--format", "docker")
     assert printed.returncode == 0, printed.stderr
     docker_env = parse_docker_flags(printed.stdout)
-    assert docker_env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == credentials_url("dev")
+    if "nft: tcp" in setup.stdout:
+        # setup also redirected the ECS port to the daemon: the container gets the ECS form.
+        assert docker_env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"].startswith("/v1/credentials/dev/rbt_")
+    else:
+        assert docker_env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == credentials_url("dev")
     seen = botocore_in(container, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, docker_env)
     assert seen["ok"] and seen["access_key"].startswith("ASIA"), seen
 
@@ -688,9 +692,15 @@ def test_the_boot_unit_runs_what_setup_does() -> None:
     assert "docker.service" in " ".join(unit_lines("Before"))
     starts = unit_lines("ExecStart")
     interface, address = docker_link.DEFAULT_INTERFACE, docker_link.DEFAULT_ADDRESS
-    assert starts == [f"-ip link add {interface} type dummy", f"ip addr replace {address}/32 dev {interface}",
-                      f"ip link set {interface} up"]
-    assert unit_lines("ExecStop") == [f"ip link del {interface}"]
+    assert starts[:3] == [f"-ip link add {interface} type dummy", f"ip addr replace {address}/32 dev {interface}",
+                          f"ip link set {interface} up"]
+    # The ECS port redirect, the very rules `docker setup` installs (clients/ecs_redirect.py).
+    from clients import ecs_redirect
+
+    assert starts[3] == f"-nft delete table ip {ecs_redirect.TABLE}"
+    rules = ecs_redirect.ruleset(9911).split("\n")
+    assert all(rule.strip().rstrip("}").strip() in starts[4] for rule in rules[3:5]), (starts[4], rules)
+    assert unit_lines("ExecStop") == [f"ip link del {interface}", f"-nft delete table ip {ecs_redirect.TABLE}"]
     assert unit_lines("WantedBy") == ["multi-user.target"]
 
 
@@ -715,6 +725,14 @@ def test_the_boot_units_commands_work_in_a_namespace(namespaces: Namespaces) -> 
 
     def run(line: str) -> int:
         argv = shlex.split(line.lstrip("-"))
+        if argv[0] == "nft":
+            if shutil.which("nft", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"])) is None:
+                return 0  # no nftables here: the address part is still tested
+            assert IP is not None
+            result = subprocess.run([IP, "netns", "exec", ns, *argv], capture_output=True, text=True,
+                                    timeout=COMMAND_TIMEOUT)
+            assert line.startswith("-") or result.returncode == 0, result.stderr
+            return 0 if line.startswith("-") else result.returncode
         assert argv[0] == "ip"
         return ip("-n", ns, *argv[1:], check=not line.startswith("-")).returncode
 
@@ -740,3 +758,27 @@ def test_the_compose_example_uses_the_env_file_rolebroker_writes() -> None:
     assert "#   network_mode: host" in text and list(compose["services"]) == ["app"]
     # Nothing in the file may outrank the container endpoint.
     assert not any(name in text for name in ("AWS_ACCESS_KEY_ID:", "AWS_PROFILE:", "~/.aws:"))
+
+
+def test_the_boot_units_redirect_lines_work_in_a_namespace(namespaces: Namespaces) -> None:
+    nft = shutil.which("nft", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if nft is None:
+        pytest.skip("nft is not installed (apt-get install nftables; CI does)")
+    ns = namespaces.add("nft")
+    assert IP is not None
+
+    def run(line: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([IP, "netns", "exec", ns, nft, *shlex.split(line.lstrip("-"))[1:]],
+                              capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+
+    nft_starts = [line for line in unit_lines("ExecStart") if line.lstrip("-").startswith("nft ")]
+    for _ in range(2):  # a restart must work too
+        for line in nft_starts:
+            result = run(line)
+            assert line.startswith("-") or result.returncode == 0, (line, result.stderr)
+        listed = run("nft list table ip rolebroker")
+        assert listed.stdout.count(f"dnat to {LINK_LOCAL}:{PORT}") == 2, listed.stdout  # prerouting and output
+    for line in unit_lines("ExecStop"):
+        if line.lstrip("-").startswith("nft "):
+            assert run(line).returncode == 0
+    assert run("nft list table ip rolebroker").returncode != 0

