@@ -57,6 +57,9 @@ class SessionSource:
     # A command that prints a code (a YubiKey, a password manager): the daemon renews
     # the session by itself with it, so no human is needed at all.
     mfa_process: str | None = None
+    # The desktop dialog the daemon may raise for a code (rolebroker_mfa_prompt). Not part of
+    # the plan's identity: changing it must not throw away a session a human typed a code for.
+    mfa_prompt: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class DirectSource:
     key: MfaSessionKey
     keys: StaticKeys
     mfa_process: str | None = None
+    mfa_prompt: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,9 @@ class BotocoreSource:
 Source = SessionSource | DirectSource | StaticSource | RoleSource | BotocoreSource
 MfaSource = SessionSource | DirectSource
 STRATEGY_KEY = "rolebroker_strategy"
+# Which desktop dialog asks for a code when no terminal is there (unset: none).
+MFA_PROMPT_KEY = "rolebroker_mfa_prompt"
+MFA_PROMPTS = ("zenity", "kdialog", "osascript")
 STRATEGIES = ("session-token", "direct")
 CREDENTIAL_SOURCES = ("Environment", "Ec2InstanceMetadata", "EcsContainer")
 
@@ -220,7 +227,8 @@ def _plan_profile(
         return None  # plain long-term keys: nothing to broker, and never handed out as they are
     duration = _int_setting(section, MFA_SESSION_KEY, DEFAULT_MFA_SESSION_SECONDS,
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS, where)
-    source = SessionSource(MfaSessionKey(name, serial), keys, duration, _str(section.get("mfa_process")))
+    source = SessionSource(MfaSessionKey(name, serial), keys, duration, _str(section.get("mfa_process")),
+                           _mfa_prompt(section, section, where))
     return SessionPlan(name=name, source=source, region=region)
 
 
@@ -260,7 +268,7 @@ def _plan_role(
         if not isinstance(source, SessionSource):
             raise ProfileError(f"{where}: {STRATEGY_KEY} = direct needs a source_profile with long-term keys "
                                "and an mfa_serial")
-        source = DirectSource(source.key, source.keys, source.mfa_process)
+        source = DirectSource(source.key, source.keys, source.mfa_process, source.mfa_prompt)
     # Only long-term keys (or the direct strategy's MFA code) escape the one-hour chaining cap.
     temporary_source = not isinstance(source, (StaticSource, DirectSource))
     duration = min(requested, CHAINED_ROLE_CAP_SECONDS) if temporary_source else requested
@@ -312,7 +320,17 @@ def _plan_source(
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS,
                             f"profile {source_name!r} in {files.describe()}")
     mfa_process = _str(profiles[name].get("mfa_process")) or _str(source.get("mfa_process"))
-    return SessionSource(MfaSessionKey(source_name, serial), keys, duration, mfa_process)
+    return SessionSource(MfaSessionKey(source_name, serial), keys, duration, mfa_process,
+                         _mfa_prompt(profiles[name], source, where))
+
+
+def _mfa_prompt(section: Mapping[str, Any], source: Mapping[str, Any], where: str) -> str | None:
+    """rolebroker_mfa_prompt, read like mfa_process: the profile's own, else its source's."""
+    prompt = _str(section.get(MFA_PROMPT_KEY)) or _str(source.get(MFA_PROMPT_KEY))
+    if prompt is not None and prompt not in MFA_PROMPTS:
+        raise ProfileError(f"{where}: {MFA_PROMPT_KEY} = {prompt!r}; use one of {', '.join(MFA_PROMPTS)} "
+                           "(or leave it out for no desktop dialog)")
+    return prompt
 
 
 def _inherited_region(source_name: str | None, profiles: Mapping[str, Mapping[str, Any]]) -> str | None:

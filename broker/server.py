@@ -17,6 +17,7 @@ import uvicorn
 
 from broker import __version__
 from broker.api import build_control_api
+from broker.attention import Attention
 from broker.channel import ChannelProtocol, bind_control_socket, is_unix
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, ConfigFiles, load_config
@@ -24,6 +25,7 @@ from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
 from broker.configfiles import ConfigFileError
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
 from broker.leases import TokenLeases
+from broker.notify import desktop_notifier
 from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
 from broker.refresh import RefreshPolicy
 from broker.runtime import (
@@ -91,6 +93,9 @@ class Daemon:
         self._mtimes: FileStamps = (None, None)
         config = self._load_or_empty()
         self.sessions = SessionManager(config, sts or BotocoreSts(settings.files), self.clock, policy)
+        # Desktop notifications and the MFA dialog hear what the sessions report.
+        self.attention = Attention(self.sessions, desktop_notifier)
+        self.sessions.events = self.attention
         ensure_private_dir(settings.state_dir)
         self.tokens = TokenStore(settings.state_dir / "tokens.json", self.clock.now)
         self.leases = TokenLeases(self.tokens)
@@ -359,6 +364,7 @@ class Daemon:
         finally:
             for task in background:
                 task.cancel()
+            await self.attention.close()  # open dialogs close with the daemon
             self.remove_runtime_files()
             self.sessions.close()  # the sessions leave memory with the daemon
             log.info("stopped; sessions wiped from memory")

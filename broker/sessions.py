@@ -46,6 +46,8 @@ from broker.errors import (
     UnknownProfile,
     login_hint,
 )
+from broker.events import NoEvents, SessionEvents
+from broker.history import SessionHistory, describe_end
 from broker.mfa import next_window, run_mfa_process
 from broker.models import Credentials, SourceSecret
 from broker.refresh import RefreshPolicy
@@ -115,6 +117,9 @@ class ProfileStatus:
     last_error_at: float | None
     config_error: str | None = None
     notes: list[str] = field(default_factory=list)
+    mfa_serial: str | None = None
+    # "MFA session ended at 17:02, after 12 h", while a login is needed after one.
+    mfa_session_ended: str | None = None
 
 
 def _expiry_of(_key: object, value: Issued | MfaSession, _now: float) -> float:
@@ -149,6 +154,9 @@ class SessionManager:
         self._generation: dict[str, int] = {}
         # Counts logouts, so a session that STS grants after one is not stored.
         self._logouts = 0
+        # Who hears of refused clients, ending sessions and failures (the desktop: attention.py).
+        self.events: SessionEvents = NoEvents()
+        self.history = SessionHistory()
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sts")
         self._source_executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="source")
 
@@ -196,7 +204,23 @@ class SessionManager:
 
     def _raise_if_login_needed(self, plan: ProfilePlan) -> None:
         if not self._source_available(plan):
-            raise LoginRequired(f"not logged in: {login_hint(plan.name)}")
+            self.events.login_refused(plan.name)
+            raise LoginRequired(self._login_needed(plan.name))
+
+    def _login_needed(self, profile: str) -> str:
+        """Why a login is needed, and since when, if an MFA session has ended."""
+        ended = self.session_ended(profile)
+        return f"{ended or 'not logged in'}: {login_hint(profile)}"
+
+    def session_ended(self, profile: str) -> str | None:
+        plan = self.config.plans.get(profile)
+        root = self.root_session_source(plan) if plan is not None else None
+        span = self.history.ended(root.key, self.clock.now()) if root is not None else None
+        return describe_end(span, self.clock.now()) if span is not None else None
+
+    def needs_login(self, profile: str) -> bool:
+        """Whether `profile` needs a human's code before it can be served."""
+        return not self._source_available(self.plan(profile))
 
     def _raise_if_backing_off(self, profile: str) -> None:
         state = self._state.get(profile)
@@ -257,6 +281,8 @@ class SessionManager:
             state.last_error, state.last_error_at = exc, now
             log.warning("profile %s: %s (%s); next try in %.0f s", plan.name, exc.code, exc.message,
                         state.retry_at - now)
+            serving = self._serving.get(plan.name)
+            self.events.credentials_failing(plan.name, exc, serving.credentials.expiration if serving else None)
             raise
         if self._generation.get(plan.name, 0) != generation:
             # A login, logout or reload happened meanwhile: these credentials belong to the old
@@ -377,7 +403,7 @@ class SessionManager:
         if session is not None:
             return session.credentials
         if source.key.mfa_serial and not source.mfa_process:
-            raise LoginRequired(f"not logged in: {login_hint(profile)}")
+            raise LoginRequired(self._login_needed(profile))
         # No MFA device, or one the daemon can read (mfa_process): no human needed, fetch it once.
         return await self._single_flight(("session", source.key),
                                          lambda: self._start_session(source, None, profile))
@@ -398,6 +424,7 @@ class SessionManager:
             hint = login_hint(login_profile or source.key.source_profile)
             raise LoginRequired(f"logged out while the session was starting: {hint}")
         self._mfa[source.key] = MfaSession(source.key, credentials, self.clock.now())
+        self.history.started(source.key, self.clock.now(), credentials.expiration)
         return credentials
 
     def _region_of(self, profile: str) -> str | None:
@@ -495,6 +522,7 @@ class SessionManager:
             for name in {*self._roles.keys(), *self._state, *self.config.plans}:
                 self._forget(name)
             self._mfa.clear()
+            self.history.logged_out_all(self.clock.now())
             self._logouts += 1
             return wiped
         plan = self.plan(profile)
@@ -502,6 +530,7 @@ class SessionManager:
         if isinstance(root, SessionSource) and root.key.mfa_serial:
             affected = self.profiles_using(root.key)
             self._mfa.pop(root.key, None)
+            self.history.logged_out(root.key, self.clock.now())
             self._logouts += 1
         else:
             # A direct-strategy or keys-only profile: it alone, and the chains built on it.
@@ -554,6 +583,7 @@ class SessionManager:
             self._renewal_retry_at[source.key] = exc.retry_at or now + self.policy.retry_delay(failures, self.rng)
             self._renewal_error[source.key] = exc.message
             log.warning("MFA session %s: renewal with mfa_process failed: %s", source.key.label(), exc.message)
+            self.events.renewal_failed(source.key, exc.message)
             return
         self._renewal_error.pop(source.key, None)
         self._renewal_failures.pop(source.key, None)
@@ -575,6 +605,7 @@ class SessionManager:
                 self._warned.add(marker)
                 log.warning("MFA session %s ends in %.0f min: run `rolebroker login` for one of %s",
                             key.label(), left / 60, ", ".join(self.profiles_using(key)))
+                self.events.mfa_session_ending(key, session.credentials.expiration)
 
     def _self_renewing(self) -> dict[MfaSessionKey, SessionSource]:
         """The MFA sessions with an mfa_process: the daemon renews them, nobody is warned."""
@@ -635,6 +666,7 @@ class SessionManager:
             session = self._mfa.get(root.key) if root else None
             needs_mfa = bool(root and root.key.mfa_serial)
             direct = isinstance(root, DirectSource)
+            ended = self.session_ended(name) if needs_mfa and session is None else None
             notes: list[str] = []
             if root is not None and root.mfa_process and needs_mfa:
                 notes.append("codes come from mfa_process: renewed without a human")
@@ -662,6 +694,8 @@ class SessionManager:
                 last_error=state.last_error.message if state and state.last_error else None,
                 last_error_at=state.last_error_at if state else None,
                 notes=notes,
+                mfa_serial=root.key.mfa_serial if root else None,
+                mfa_session_ended=ended,
             ))
         return rows
 
