@@ -470,7 +470,8 @@ class SessionManager:
         if root is None or not root.key.mfa_serial:
             return LoginResult(profile, False, root.key.label() if root else "", None, [plan.name])
         if not code and not root.mfa_process:
-            raise LoginRequired(f"profile {profile!r} needs an MFA code: {login_hint(profile)} --code 123456")
+            raise LoginRequired(f"profile {profile!r} needs an MFA code: {login_hint(profile)} and type it "
+                                "at the prompt (or pipe it on stdin)")
         if isinstance(root, DirectSource):
             base = self._root_plan(plan)
             result = await self._login_direct(base, root, code)

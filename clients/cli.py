@@ -7,7 +7,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,10 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from broker.mfa import normalize_code
 from broker.names import PROFILE_NAME, token_name_part
 from broker.runtime import DEFAULT_PORT, write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
 from clients.envfmt import FORMATS
+from clients.prompt import LoginCancelled, ensure_logged_in, live_until, login_interactively, session_state
 from clients.envvars import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, variables_for
 
 ENV_TOKEN_TTL = 7 * 86400
@@ -59,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rolebroker: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print(file=sys.stderr)  # Ctrl-C at a prompt: end the prompt's line, nothing was sent
         return 130
 
 
@@ -83,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     login = commands.add_parser("login", help="type an MFA code once; every profile sharing it is served")
     login.add_argument("profile", type=profile_name)
-    login.add_argument("--code", help="the MFA code (else prompted on a terminal, or read from stdin)")
+    login.add_argument("--code", help="the MFA code; better typed at the prompt or piped on stdin, since other "
+                                      "local users can read a command line")
+    login.add_argument("--force", action="store_true",
+                       help="start a new MFA session even while the current one has hours left")
     login.set_defaults(handler=cmd_login)
 
     logout = commands.add_parser("logout", help="wipe sessions from the daemon's memory")
@@ -174,23 +179,43 @@ def cmd_docker(args: argparse.Namespace) -> int:
 
 # ---- login / logout ---------------------------------------------------------------------
 
-def read_code(profile: str, given: str | None) -> str:
-    if given:
-        return given.strip()
-    if sys.stdin.isatty():
-        print(f"MFA code for {profile}: ", end="", file=sys.stderr, flush=True)
-    line = sys.stdin.readline()
-    return line.strip()
+def read_code(given: str | None) -> str | None:
+    """A code given with --code or as one line on stdin ("123 456" is fine); "" for none
+    (mfa_process then gets it); None for something that is not a code."""
+    text = given if given is not None else sys.stdin.readline()
+    if not text.strip():
+        return ""
+    return normalize_code(text)
 
 
 def cmd_login(args: argparse.Namespace) -> int:
     client = DaemonClient(timeout=60)
-    code = read_code(args.profile, args.code)
-    if code and not re.fullmatch(r"[0-9]{6}", code):
-        print("rolebroker: an MFA code is six digits, as your authenticator shows it", file=sys.stderr)
-        return 1
     try:
-        result = client.request("POST", "/v1/login", {"profile": args.profile, "code": code or None})
+        state = session_state(client, args.profile)
+    except DaemonError as exc:
+        print(f"rolebroker: login failed: {exc.message}", file=sys.stderr)
+        return 1
+    until = live_until(state)
+    if until is not None and not args.force:
+        # No code is spent on a session with hours left (codes are scarce: one per 30 s).
+        print(f"{args.profile} is logged in already: MFA session {state['mfa_session']} valid until "
+              f"{_local_time(until)} ({_duration(until - time.time())}). "
+              f"`rolebroker login {args.profile} --force` starts a new one.")
+        return 0
+    try:
+        needs_code = bool(state.get("mfa_serial")) and not _self_renewing(state)
+        if args.code is None and needs_code and sys.stdin.isatty():
+            result = login_interactively(client, args.profile, state["mfa_serial"], sys.stdin, sys.stderr)
+        else:
+            # No code needed (no MFA, or mfa_process fetches it): stdin is not read at all.
+            code = read_code(args.code) if args.code is not None or needs_code else ""
+            if code is None:
+                print("rolebroker: an MFA code is six digits, as your authenticator shows it", file=sys.stderr)
+                return 1
+            result = client.request("POST", "/v1/login", {"profile": args.profile, "code": code or None})
+    except LoginCancelled as exc:
+        print(f"rolebroker: login cancelled: {exc.message}", file=sys.stderr)
+        return 1
     except DaemonError as exc:
         print(f"rolebroker: login failed: {exc.message}", file=sys.stderr)
         return 1
@@ -204,6 +229,10 @@ def cmd_login(args: argparse.Namespace) -> int:
     if result.get("warm_error"):
         print(f"warning: {args.profile}: {result['warm_error']}", file=sys.stderr)
     return 0
+
+
+def _self_renewing(state: dict[str, Any]) -> bool:
+    return any("mfa_process" in note for note in state.get("notes", []))
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
@@ -241,6 +270,8 @@ def cmd_env(args: argparse.Namespace) -> int:
         return 2
     client = DaemonClient()
     target = args.target or ("docker" if args.format == "docker" else "host")
+    if not _logged_in(client, args.profile):
+        return 1
     try:
         described = client_environment(client, args.profile, args.ttl * 3600 or None, target, reuse=True)
     except UntrustedAnswer as exc:
@@ -311,6 +342,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
         print("rolebroker: usage: rolebroker exec PROFILE -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     client = DaemonClient()
+    if not _logged_in(client, args.profile):
+        return 1
     # The token dies with this process, however it ends: the daemon revokes it once we are gone.
     described = client_environment(client, args.profile, ENV_TOKEN_TTL, bind_to_caller=True)
     environment = {k: v for k, v in os.environ.items() if k not in described["unset"]}
@@ -336,6 +369,21 @@ def cmd_exec(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
         _revoke_quietly(client, described["token_name"])  # the token dies with the command
     return 128 - code if code < 0 else code
+
+
+def _logged_in(client: DaemonClient, profile: str) -> bool:
+    """Ask for a code now if the profile needs one (on a terminal); False: say why and stop."""
+    try:
+        ensure_logged_in(client, profile)
+    except LoginCancelled as exc:
+        print(f"rolebroker: login cancelled: {exc.message}", file=sys.stderr)
+        return False
+    except DaemonError as exc:
+        if exc.code in ("LoginRequired", "MfaCodeRejected"):
+            print(f"rolebroker: {exc.message}", file=sys.stderr)
+            return False
+        raise
+    return True
 
 
 def _revoke_quietly(client: DaemonClient, name: str) -> None:
@@ -386,6 +434,8 @@ def render_status(status: dict[str, Any]) -> str:
             mfa = "not needed"
         elif row["login_required"]:
             mfa = f"login needed (rolebroker login {row['profile']})"
+            if row.get("mfa_session_ended"):
+                notes.append(f"{row['profile']}: {row['mfa_session_ended']}")
         elif row["mfa_session_expires_at"] is None:
             mfa = "starts on first use (mfa_process)"
         else:
