@@ -307,6 +307,7 @@ def test_env_reuses_its_token_instead_of_piling_them_up(broker: Broker) -> None:
     assert json.loads(docker.stdout)["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"] not in tokens  # another use
     # Past half of its life, a new one is minted; the old one stays valid until it expires.
     broker.advance(4 * 86400)
+    broker.login("dev")  # the MFA session ended meanwhile
     fresh = json.loads(rb(broker, "env", "dev", "--format", "json").stdout)["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
     assert fresh not in tokens
     assert len([n for n in _token_names(broker) if n.startswith("host-dev-")]) == 2
