@@ -144,7 +144,7 @@ class Attention:
         serial = root.key.mfa_serial or ""
         assert root.mfa_prompt is not None
         prompt = self.prompts(root.mfa_prompt)
-        title = f"rolebroker: MFA code for {profile}"
+        first_title = title = f"rolebroker: MFA code for {profile}"
         base = f"Enter the code from your MFA device\n{serial}\nto log in to {profile} ({why})."
         text = base
         for _ in range(TRIES):
@@ -164,12 +164,12 @@ class Attention:
                 return
             code = normalize_code(answer)
             if code is None:
-                text = f"That was not a six-digit code.\n\n{base}"
+                title, text = f"{first_title} - try again", f"That was not a six-digit code.\n\n{base}"
                 continue
             try:
                 result = await self.sessions.login(profile, code)
             except MfaCodeRejected as exc:
-                text = f"{exc.message}\n\n{base}"
+                title, text = f"{first_title} - try again", f"{exc.message}\n\n{base}"
                 continue
             except BrokerError as exc:
                 log.warning("profile %s: login from the MFA dialog failed: %s", profile, exc.message)

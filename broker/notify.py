@@ -47,6 +47,9 @@ class Notifier(Protocol):
     def show(self, notice: Notice) -> None:
         """Queue a notice; returns at once, never raises."""
 
+    async def flush(self) -> None:
+        """Return once everything shown so far was delivered or given up on."""
+
     async def close(self) -> None:
         """Stop delivering and let go of the bus."""
 
@@ -92,6 +95,10 @@ class DbusNotifier:
         except asyncio.QueueFull:
             log.debug("notification dropped: too many queued")
 
+    async def flush(self) -> None:
+        if self._queue is not None:
+            await self._queue.join()
+
     async def close(self) -> None:
         for task in (self._worker, self._listener):
             if task is not None:
@@ -113,6 +120,8 @@ class DbusNotifier:
             except Exception as exc:  # no bus, no server, a server that errs: never the daemon's problem
                 self._report(exc)
                 await self._disconnect()
+            finally:
+                self._queue.task_done()
 
     def _report(self, exc: BaseException) -> None:
         reason = str(exc) or type(exc).__name__
@@ -250,6 +259,10 @@ class OsascriptNotifier:
             if not self._reported:
                 self._reported = True
                 log.warning("desktop notifications are off: osascript failed (%s)", exc)
+
+    async def flush(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
 
     async def close(self) -> None:
         for task in list(self._tasks):

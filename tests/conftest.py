@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.attacker import OtherUser, make_other_user
+from tests.desktop import display, notifications, session_bus  # noqa: F401  (fixtures for the desktop tests)
 from tests.harness import Broker, start_broker
 from tests.processes import Serve
 

@@ -127,6 +127,8 @@ class SessionBus:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def start_session_bus() -> SessionBus:
