@@ -190,3 +190,54 @@ async def _dialog_closed(broker: Broker) -> None:
     if tasks:
         await asyncio.wait(tasks, timeout=20)
     assert not broker.daemon.attention._asking
+
+
+def test_a_failing_renewal_is_announced(tmp_path: Path, notifications: NotificationServer) -> None:
+    code_file = tmp_path / "code"
+    layout = {"credentials": CONFIG_LAYOUT["credentials"],
+              "config": CONFIG_LAYOUT["config"].replace(
+                  f"mfa_serial = {MFA_SERIAL}\n", f"mfa_serial = {MFA_SERIAL}\nmfa_process = cat {code_file}\n")}
+    broker = start_broker(tmp_path, layout)
+    try:
+        code_file.write_text(broker.code() + "\n")  # what the YubiKey shows now
+        assert broker.get_settled("dev")[0] == 200
+        code_file.unlink()  # the key is unplugged: the renewal 45 min ahead of the end fails
+        broker.advance(12 * 3600 - 40 * 60)
+        shown = notifications.wait_for(lambda s: "renewing the MFA session failed" in s.title)
+        assert "mfa_process exited with status 1" in shown.body and "rolebroker login alice" in shown.body
+    finally:
+        broker.stop()
+
+
+def test_an_unknown_dialog_program_is_a_config_error_naming_the_choices(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path, with_prompt("xmessage"))
+    try:
+        rows = {r["profile"]: r for r in broker.control().request("GET", "/v1/status")["profiles"]}
+        assert "rolebroker_mfa_prompt = 'xmessage'" in rows["dev"]["config_error"]
+        assert "zenity, kdialog, osascript" in rows["dev"]["config_error"]
+    finally:
+        broker.stop()
+
+
+@needs("Xvfb", "zenity", "xdotool")
+def test_the_dialog_asks_before_the_session_ends_and_renews_it(
+        tmp_path: Path, display: Display, notifications: NotificationServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="rolebroker")
+    broker = start_broker(tmp_path, with_prompt("zenity"))
+    try:
+        first = broker.next_code()
+        broker.login("dev", first)
+        broker.advance(12 * 3600 - 29 * 60)
+        window = display.wait_for_window("rolebroker: MFA code for alice")  # the session's own profile
+        shown = notifications.wait_for(lambda s: "MFA session ends at" in s.title)
+        assert "dialog" in shown.body
+        code = broker.next_code()
+        display.type_into(window, code)
+        notifications.wait_for(lambda s: "logged in to alice" in s.title)
+        assert broker.sts.used_codes() == [first, code]
+        broker.advance(60 * 60)  # past the old session's end: the new one serves
+        assert broker.get_settled("dev")[0] == 200
+        assert code not in caplog.text and code not in texts(notifications)
+    finally:
+        broker.stop()
