@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from collections.abc import Callable
 
+from jeepney import DBusAddress, HeaderFields, MatchRule, MessageType, new_method_call
+from jeepney.bus_messages import message_bus
+from jeepney.io.asyncio import DBusRouter, open_dbus_connection
+
 log = logging.getLogger("rolebroker.notify")
 
 APP_NAME = "rolebroker"
@@ -133,8 +137,6 @@ class DbusNotifier:
 
     async def _deliver(self, notice: Notice) -> None:
         await self._connect()
-        from jeepney import DBusAddress, new_method_call
-
         actions = [LOGIN_ACTION, "Log in"] if notice.login_profile and self._actions else []
         body = html.escape(notice.body, quote=False) if self._markup else notice.body
         hints = {"urgency": ("y", 2 if notice.urgent else 1)}
@@ -153,12 +155,8 @@ class DbusNotifier:
             self._reported = False
 
     async def _call(self, message: Any) -> Any:
-        from jeepney import MessageType
-
         reply = await asyncio.wait_for(self._router.send_and_get_reply(message), CALL_TIMEOUT)
         if reply.header.message_type == MessageType.error:
-            from jeepney import HeaderFields
-
             error = reply.header.fields.get(HeaderFields.error_name, "an error")
             raise _Unavailable(f"the notification server answered {error}")
         return reply.body
@@ -166,10 +164,6 @@ class DbusNotifier:
     async def _connect(self) -> None:
         if self._router is not None:
             return
-        from jeepney import DBusAddress, MatchRule, new_method_call
-        from jeepney.bus_messages import message_bus
-        from jeepney.io.asyncio import DBusRouter, open_dbus_connection
-
         address = self._address or session_bus_address()
         if address is None:
             raise _Unavailable("no session bus (DBUS_SESSION_BUS_ADDRESS is not set)")
@@ -188,8 +182,6 @@ class DbusNotifier:
             self._listener = asyncio.ensure_future(self._listen(self._router.filter(rule, bufsize=16)))
 
     async def _listen(self, handle: Any) -> None:
-        from jeepney import HeaderFields
-
         with handle as queue:
             while True:
                 message = await queue.get()
