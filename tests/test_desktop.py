@@ -241,3 +241,34 @@ def test_the_dialog_asks_before_the_session_ends_and_renews_it(
         assert code not in caplog.text and code not in texts(notifications)
     finally:
         broker.stop()
+
+
+@needs("Xvfb", "zenity", "xdotool")
+def test_a_code_sts_rejects_in_the_dialog_is_asked_again_and_sent_once(
+        tmp_path: Path, display: Display, notifications: NotificationServer) -> None:
+    broker = start_broker(tmp_path, with_prompt("zenity"))
+    try:
+        refused(broker)
+        window = display.wait_for_window(DIALOG)
+        code = broker.next_code()
+        wrong = "000000" if code != "000000" else "111111"
+        display.type_into(window, wrong)
+        window = display.wait_for_window(f"{DIALOG} - try again")  # says STS's reason, asks again
+        display.type_into(window, code)
+        notifications.wait_for(lambda s: "logged in to dev" in s.title)
+        assert broker.sts.used_codes() == [code]  # the wrong one failed; each went to STS once
+        assert [c.params.get("TokenCode") for c in broker.sts.calls if c.action == "GetSessionToken"] == [wrong, code]
+    finally:
+        broker.stop()
+
+
+def test_dialog_programs_get_texts_as_arguments_and_never_a_code() -> None:
+    from broker.prompt import dialog_argv
+
+    for program in ("zenity", "kdialog", "osascript"):
+        argv = dialog_argv(program, "rolebroker: MFA code for dev", 'device "x"; do shell script "id"')
+        assert argv[0] == program
+        assert 'device "x"; do shell script "id"' in argv  # an argument, not spliced into a script
+        assert not any(part.isdigit() and len(part) == 6 for part in argv)
+    with pytest.raises(ValueError):
+        dialog_argv("xmessage", "t", "x")
