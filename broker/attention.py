@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 from collections.abc import Callable
 
 from broker.config import DirectSource, MfaSessionKey, SessionSource
@@ -63,7 +64,7 @@ class Attention:
         then = "Type the code in the dialog, or run" if dialog else "Run"
         self.notifier.show(Notice(
             key=f"login:{serial}", title=f"rolebroker: {profile} needs an MFA code",
-            body=f"{why}A client asking for {profile} was refused. {then} `rolebroker login {profile}` "
+            body=f"{why}A client asking for {profile} was refused. {then} `rolebroker login {shlex.quote(profile)}` "
                  f"with a code from {serial}.",
             login_profile=profile if root.mfa_prompt else None))
 
@@ -81,7 +82,7 @@ class Attention:
         self.notifier.show(Notice(
             key=f"ending:{key.mfa_serial}", title=f"rolebroker: MFA session ends at {clock_time(expires_at, now)}",
             body=f"The MFA session of {key.label()} ends in {left} min; it serves {', '.join(profiles) or profile}. "
-                 f"{then} `rolebroker login {profile}` to keep going.",
+                 f"{then} `rolebroker login {shlex.quote(profile)}` to keep going.",
             login_profile=profile if root is not None and root.mfa_prompt else None))
 
     def renewal_failed(self, key: MfaSessionKey, message: str) -> None:
@@ -91,7 +92,7 @@ class Attention:
         profile = profiles[0] if profiles else key.source_profile
         self.notifier.show(Notice(
             key=f"renewal:{key.mfa_serial}", title="rolebroker: renewing the MFA session failed",
-            body=f"{message}. The broker tries again by itself; `rolebroker login {profile}` with a code "
+            body=f"{message}. The broker tries again by itself; `rolebroker login {shlex.quote(profile)}` with a code "
                  "renews it now.", urgent=True))
 
     def credentials_failing(self, profile: str, error: BrokerError, expires_at: float | None) -> None:
@@ -101,7 +102,8 @@ class Attention:
             if self._due("mfa_process", root.key.mfa_serial or profile if root else profile):
                 self.notifier.show(Notice(
                     key=f"mfa_process:{profile}", title="rolebroker: mfa_process failed",
-                    body=f"{error.message}. `rolebroker login {profile}` with a code works meanwhile.", urgent=True))
+                    body=f"{error.message}. `rolebroker login {shlex.quote(profile)}` with a code works meanwhile.",
+                    urgent=True))
             return
         if not error.transient or expires_at is None or expires_at - now > RUNNING_OUT:
             return

@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -200,7 +201,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         # No code is spent on a session with hours left (codes are scarce: one per 30 s).
         print(f"{args.profile} is logged in already: MFA session {state['mfa_session']} valid until "
               f"{_local_time(until)} ({_duration(until - time.time())}). "
-              f"`rolebroker login {args.profile} --force` starts a new one.")
+              f"`rolebroker login {shlex.quote(args.profile)} --force` starts a new one.")
         return 0
     try:
         needs_code = bool(state.get("mfa_serial")) and not _self_renewing(state)

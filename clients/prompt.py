@@ -7,6 +7,7 @@ Standard library only (plus broker's stdlib-only helpers): this runs before ever
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from typing import Any, TextIO
@@ -50,7 +51,7 @@ def ensure_logged_in(client: DaemonClient, profile: str, stdin: TextIO | None = 
         return
     reason = state.get("mfa_session_ended") or "not logged in"
     if not stdin.isatty():
-        raise DaemonError(f"{profile} needs an MFA code ({reason}): run `rolebroker login {profile}` "
+        raise DaemonError(f"{profile} needs an MFA code ({reason}): run `rolebroker login {shlex.quote(profile)}` "
                           "on a terminal, then try again", "LoginRequired")
     print(f"rolebroker: {profile} needs an MFA code ({reason}).", file=stderr)
     result = login_interactively(client, profile, state.get("mfa_serial"), stdin, stderr)
