@@ -228,7 +228,7 @@ def _plan_profile(
     duration = _int_setting(section, MFA_SESSION_KEY, DEFAULT_MFA_SESSION_SECONDS,
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS, where)
     source = SessionSource(MfaSessionKey(name, serial), keys, duration, _str(section.get("mfa_process")),
-                           _mfa_prompt(section, section, where))
+                           mfa_prompt=_mfa_prompt(section, section, where))
     return SessionPlan(name=name, source=source, region=region)
 
 
@@ -268,7 +268,7 @@ def _plan_role(
         if not isinstance(source, SessionSource):
             raise ProfileError(f"{where}: {STRATEGY_KEY} = direct needs a source_profile with long-term keys "
                                "and an mfa_serial")
-        source = DirectSource(source.key, source.keys, source.mfa_process, source.mfa_prompt)
+        source = DirectSource(source.key, source.keys, source.mfa_process, mfa_prompt=source.mfa_prompt)
     # Only long-term keys (or the direct strategy's MFA code) escape the one-hour chaining cap.
     temporary_source = not isinstance(source, (StaticSource, DirectSource))
     duration = min(requested, CHAINED_ROLE_CAP_SECONDS) if temporary_source else requested
@@ -321,7 +321,7 @@ def _plan_source(
                             f"profile {source_name!r} in {files.describe()}")
     mfa_process = _str(profiles[name].get("mfa_process")) or _str(source.get("mfa_process"))
     return SessionSource(MfaSessionKey(source_name, serial), keys, duration, mfa_process,
-                         _mfa_prompt(profiles[name], source, where))
+                         mfa_prompt=_mfa_prompt(profiles[name], source, where))
 
 
 def _mfa_prompt(section: Mapping[str, Any], source: Mapping[str, Any], where: str) -> str | None:
