@@ -273,3 +273,42 @@ def test_dialog_programs_get_texts_as_arguments_and_never_a_code() -> None:
         assert not any(part.isdigit() and len(part) == 6 for part in argv)
     with pytest.raises(ValueError):
         dialog_argv("xmessage", "t", "x")
+
+
+def test_osascript_and_kdialog_are_run_as_macos_and_kde_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a Mac or KDE here: stand-ins on PATH that record their argv and answer as the
+    real programs do (the typed text on stdout, exit 1 for Cancel)."""
+    import asyncio
+    import json
+
+    from broker.notify import Notice, OsascriptNotifier
+    from broker.prompt import ProgramPrompt
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for program in ("osascript", "kdialog"):
+        stand_in = bin_dir / program
+        stand_in.write_text(f"#!/usr/bin/python3\nimport json, sys\n"
+                            f"open({str(tmp_path / program)!r} + '.argv', 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                            f"answer = open({str(tmp_path / 'answer')!r}).read()\n"
+                            "sys.exit(1) if answer == 'cancel' else print(answer)\n")
+        stand_in.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    async def scenario() -> list[str | None]:
+        notifier = OsascriptNotifier()
+        notifier.show(Notice("k", "rolebroker: dev needs an MFA code", 'run "rolebroker login dev"'))
+        await notifier.flush()
+        answers: list[str | None] = []
+        for program, answer in (("osascript", "123 456"), ("kdialog", "654321"), ("kdialog", "cancel")):
+            (tmp_path / "answer").write_text(answer)
+            answers.append(await ProgramPrompt(program).ask("rolebroker: MFA code for dev", "Enter the code"))
+        return answers
+
+    assert asyncio.run(scenario()) == ["123 456", "654321", None]
+    osascript = [json.loads(line) for line in (tmp_path / "osascript.argv").read_text().splitlines()]
+    assert osascript[0][-2:] == ["rolebroker: dev needs an MFA code", 'run "rolebroker login dev"']
+    assert "display notification (item 2 of argv)" in " ".join(osascript[0])  # texts are arguments, not script
+    assert osascript[1][-2:] == ["rolebroker: MFA code for dev", "Enter the code"]
+    kdialog = json.loads((tmp_path / "kdialog.argv").read_text().splitlines()[0])
+    assert kdialog == ["--title", "rolebroker: MFA code for dev", "--inputbox", "Enter the code"]
