@@ -171,6 +171,13 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
         await sessions.cache_settled()  # a session kept in the keyring is gone from there too
         return {"wiped": wiped}
 
+    @app.get("/v1/profiles/{profile}/session", dependencies=control)
+    async def profile_session(profile: str) -> dict[str, Any]:
+        """Whether a profile needs a login now (the CLI asks before `exec` and `env`)."""
+        sessions.plan(profile)  # 4xx for an unknown or broken profile
+        row = next(r for r in sessions.status() if r.profile == profile)
+        return {"now": sessions.clock.now(), **row.__dict__}
+
     @app.get("/v1/profiles/{profile}/env", dependencies=control)
     async def profile_env(profile: str, target: str = Query("host", pattern="^(host|docker)$")) -> dict[str, Any]:
         return describe_env(profile, target)  # 4xx for an unknown or broken profile

@@ -88,6 +88,9 @@ class SessionSource:
     @property
     def sts_profile(self) -> str:
         return self.via or self.key.source_profile
+    # The desktop dialog the daemon may raise for a code (rolebroker_mfa_prompt). Not part of
+    # the plan's identity: changing it must not throw away a session a human typed a code for.
+    mfa_prompt: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -127,12 +130,16 @@ class DirectSource:
     key: MfaSessionKey
     signer: StaticSource | RoleSource | BotocoreSource
     mfa_process: str | None = None
+    mfa_prompt: str | None = field(default=None, compare=False)
 
 
 Source = SessionSource | DirectSource | StaticSource | RoleSource | BotocoreSource
 PlainSource = SessionSource | StaticSource | RoleSource | BotocoreSource  # a source profile as it is
 MfaSource = SessionSource | DirectSource
 STRATEGY_KEY = "rolebroker_strategy"
+# Which desktop dialog asks for a code when no terminal is there (unset: none).
+MFA_PROMPT_KEY = "rolebroker_mfa_prompt"
+MFA_PROMPTS = ("zenity", "kdialog", "osascript")
 STRATEGIES = ("session-token", "direct")
 CREDENTIAL_SOURCES = ("Environment", "Ec2InstanceMetadata", "EcsContainer")
 
@@ -301,7 +308,8 @@ def _plan_profile(
     duration = _int_setting(section, MFA_SESSION_KEY, DEFAULT_MFA_SESSION_SECONDS,
                             MIN_STS_SECONDS, MAX_MFA_SESSION_SECONDS, where)
     source = SessionSource(MfaSessionKey(name, serial), keys, duration, _str(section.get("mfa_process")), name,
-                           session_cache=_session_cache(section, where))
+                           session_cache=_session_cache(section, where),
+                           mfa_prompt=_mfa_prompt(section, section, where))
     return SessionPlan(name=name, source=source, region=region, notes=_shadow_note(name, section, files))
 
 
@@ -347,12 +355,13 @@ def _plan_role(
         if not isinstance(found, SessionSource):
             raise ProfileError(f"{where}: {STRATEGY_KEY} = direct needs a source_profile with long-term keys "
                                "and an mfa_serial")
-        source = DirectSource(found.key, StaticSource(found.key.source_profile, found.keys), found.mfa_process)
+        source = DirectSource(found.key, StaticSource(found.key.source_profile, found.keys), found.mfa_process,
+                              mfa_prompt=found.mfa_prompt)
     elif own_serial is not None and not isinstance(found, SessionSource):
         # botocore sends this profile's mfa_serial and a code with its AssumeRole whatever
         # signs it; a source that is not an IAM user's long-term keys cannot buy a session.
         source = DirectSource(MfaSessionKey(source_name or name, own_serial), found,
-                              _str(section.get("mfa_process")))
+                              _str(section.get("mfa_process")), mfa_prompt=_mfa_prompt(section, section, where))
     # Only long-term keys escape the one-hour chaining cap.
     temporary = _signs_temporary(source)
     duration = min(requested, CHAINED_ROLE_CAP_SECONDS) if temporary else requested
@@ -448,7 +457,17 @@ def _plan_source(
                             f"profile {source_name!r} in {files.describe()}")
     mfa_process = _str(profiles[name].get("mfa_process")) or _str(source.get("mfa_process"))
     return SessionSource(MfaSessionKey(source_name, serial), keys, duration, mfa_process, name,
-                         session_cache=_session_cache(source, f"profile {source_name!r} in {files.describe()}"))
+                         session_cache=_session_cache(source, f"profile {source_name!r} in {files.describe()}"),
+                         mfa_prompt=_mfa_prompt(profiles[name], source, where))
+
+
+def _mfa_prompt(section: Mapping[str, Any], source: Mapping[str, Any], where: str) -> str | None:
+    """rolebroker_mfa_prompt, read like mfa_process: the profile's own, else its source's."""
+    prompt = _str(section.get(MFA_PROMPT_KEY)) or _str(source.get(MFA_PROMPT_KEY))
+    if prompt is not None and prompt not in MFA_PROMPTS:
+        raise ProfileError(f"{where}: {MFA_PROMPT_KEY} = {prompt!r}; use one of {', '.join(MFA_PROMPTS)} "
+                           "(or leave it out for no desktop dialog)")
+    return prompt
 
 
 def _inherited_region(source_name: str | None, profiles: Mapping[str, Mapping[str, Any]]) -> str | None:

@@ -30,6 +30,10 @@ class ProfileConfigError(BrokerError):
     status = 403
 
 
+class MfaProcessFailed(ProfileConfigError):
+    """mfa_process did not give a code (it failed, hung or printed something else)."""
+
+
 class LoginRequired(BrokerError):
     code = "LoginRequired"
     status = 403

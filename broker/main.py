@@ -171,7 +171,7 @@ DEMO_BANNER = """
 rolebroker demo: an embedded STS at {sts} and demo profiles `dev` and `prod`.
 The demo MFA device accepts any six-digit code, once. In another terminal, try:
 
-    rolebroker login dev             (type any six digits)
+    rolebroker login dev            (type any six digits at the prompt)
     eval "$(rolebroker env dev)"
     aws sts get-caller-identity
 

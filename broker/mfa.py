@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from broker.errors import ProfileConfigError
+from broker.errors import MfaProcessFailed
 
 CODE = re.compile(r"^\d{6}$")
 TOTP_STEP = 30
@@ -20,16 +20,16 @@ def run_mfa_process(command: str, profile: str, timeout: float = PROCESS_TIMEOUT
         result = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
                                 timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise ProfileConfigError(f"profile {profile!r}: mfa_process did not finish within {timeout:.0f} s") from None
+        raise MfaProcessFailed(f"profile {profile!r}: mfa_process did not finish within {timeout:.0f} s") from None
     except OSError as exc:
-        raise ProfileConfigError(f"profile {profile!r}: cannot run mfa_process ({exc.strerror})") from None
+        raise MfaProcessFailed(f"profile {profile!r}: cannot run mfa_process ({exc.strerror})") from None
     if result.returncode != 0:
         said = first_line(result.stderr)
-        raise ProfileConfigError(f"profile {profile!r}: mfa_process exited with status {result.returncode}"
-                                 + (f" saying: {said}" if said else "; run it by hand to see why"))
+        raise MfaProcessFailed(f"profile {profile!r}: mfa_process exited with status {result.returncode}"
+                               + (f" saying: {said}" if said else "; run it by hand to see why"))
     lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     if not lines or not CODE.match(lines[-1]):
-        raise ProfileConfigError(f"profile {profile!r}: mfa_process must print a six-digit code on its last line")
+        raise MfaProcessFailed(f"profile {profile!r}: mfa_process must print a six-digit code on its last line")
     return lines[-1]
 
 
@@ -45,3 +45,9 @@ def first_line(text: str, limit: int = 200) -> str:
 def next_window(now: float) -> float:
     """When the next TOTP code becomes available."""
     return (now // TOTP_STEP + 1) * TOTP_STEP
+
+
+def normalize_code(text: str) -> str | None:
+    """A code as people type it ("123 456", "123-456") as six digits, or None."""
+    code = "".join(text.split()).replace("-", "")
+    return code if re.fullmatch(r"[0-9]{6}", code) else None  # ASCII only: \d admits any script's digits

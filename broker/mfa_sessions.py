@@ -21,6 +21,8 @@ from broker.clock import Clock
 from broker.codes import MfaCodes, Runner
 from broker.config import MfaSessionKey, ProfilePlan, SessionSource
 from broker.errors import BrokerError, LoginRequired, login_hint
+from broker.events import SessionEvents
+from broker.history import SessionHistory, describe_end
 from broker.keyring_sessions import DaemonKeyring
 from broker.models import Credentials
 from broker.refresh import RefreshPolicy
@@ -37,11 +39,14 @@ class MfaSessions:
     def __init__(self, sts: StsGateway, clock: Clock, policy: RefreshPolicy, rng: random.Random,
                  codes: MfaCodes, run: Runner, single_flight: SingleFlight,
                  in_flight: Callable[[object], bool], plans: Callable[[], Mapping[str, ProfilePlan]],
-                 keyring: Callable[[], DaemonKeyring]) -> None:
+                 keyring: Callable[[], DaemonKeyring], events: Callable[[], SessionEvents],
+                 history: SessionHistory) -> None:
         self.sts, self.clock, self.policy, self.rng = sts, clock, policy, rng
         self._codes, self._run, self._single_flight, self._in_flight, self._plans = (
             codes, run, single_flight, in_flight, plans)
         self._keyring = keyring
+        self._events = events  # looked up at each event: the daemon wires its listener after start
+        self.history = history
         # Sessions already looked up in the keyring's cache (once per daemon, or a login since).
         self._cache_tried: set[MfaSessionKey] = set()
         self._uncaching: set[asyncio.Task[None]] = set()
@@ -68,6 +73,12 @@ class MfaSessions:
 
     def renewal_error(self, key: MfaSessionKey) -> str | None:
         return self._renewal_error.get(key)
+
+    def ended(self, key: MfaSessionKey) -> str | None:
+        """"MFA session ended at 17:02, after 12 h" (or logged out at ...), if one has."""
+        now = self.clock.now()
+        span = self.history.ended(key, now)
+        return describe_end(span, now) if span is not None else None
 
     def drop_if_current(self, key: MfaSessionKey, credentials: Credentials) -> None:
         """STS says these session credentials have ended: forget them, unless a login has
@@ -98,7 +109,7 @@ class MfaSessions:
         if session is not None:
             return session.credentials
         if source.key.mfa_serial and not source.mfa_process:
-            raise LoginRequired(f"not logged in: {login_hint(profile)}")
+            raise LoginRequired(f"{self.ended(source.key) or 'not logged in'}: {login_hint(profile)}")
         # No MFA device, or one the daemon can read (mfa_process): no human needed, fetch it once.
         result: Credentials = await self._single_flight(("session", source.key),
                                                         lambda: self.start(source, None, profile))
@@ -123,6 +134,7 @@ class MfaSessions:
             hint = login_hint(login_profile or source.key.source_profile)
             raise LoginRequired(f"logged out while the session was starting: {hint}")
         self._sessions[source.key] = MfaSession(source.key, credentials, self.clock.now())
+        self.history.started(source.key, self.clock.now(), credentials.expiration)
         self._renewal_retry_at.pop(source.key, None)
         self._renewal_error.pop(source.key, None)
         if source.session_cache:  # written before a logout can be queued behind it (one keyring thread)
@@ -197,6 +209,7 @@ class MfaSessions:
             self._renewal_retry_at[source.key] = exc.retry_at or now + self.policy.retry_delay(failures, self.rng)
             self._renewal_error[source.key] = exc.message
             log.warning("MFA session %s: renewal with mfa_process failed: %s", source.key.label(), exc.message)
+            self._events().renewal_failed(source.key, exc.message)
             return
         self._renewal_failures.pop(source.key, None)
         log.info("MFA session %s renewed with mfa_process", source.key.label())
@@ -214,6 +227,7 @@ class MfaSessions:
                 self._warned.add(marker)
                 log.warning("MFA session %s ends in %.0f min: run `rolebroker login` for one of %s",
                             key.label(), left / 60, ", ".join(topology.profiles_using(plans, key)))
+                self._events().mfa_session_ending(key, session.credentials.expiration)
 
     def __repr__(self) -> str:
         return f"MfaSessions({len(self._sessions)} sessions)"  # never their keys

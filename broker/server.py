@@ -20,6 +20,7 @@ import uvicorn
 
 from broker import __version__
 from broker.api import build_control_api
+from broker.attention import Attention
 from broker.channel import bind_control_socket, is_unix, with_peer_credentials
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, ConfigFiles, load_config
@@ -30,6 +31,7 @@ from broker.keystore import index_path, read_index
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
 from broker.leases import TokenLeases
 from broker.names import PROFILE_NAME_CHARS
+from broker.notify import desktop_notifier
 from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
 from broker.limits import Limits, uvicorn_options
 from broker.peers import RefusalLog, scope_peer
@@ -124,6 +126,9 @@ class Daemon:
         # The OS keyring is made on first use (keyring_sessions.DaemonKeyring): most users never need it.
         self.sessions = SessionManager(config, sts or BotocoreSts(settings.files), self.clock, policy,
                                        keyring=keyring)
+        # Desktop notifications and the MFA dialog hear what the sessions report.
+        self.attention = Attention(self.sessions, desktop_notifier)
+        self.sessions.events = self.attention
         ensure_private_dir(settings.state_dir)
         self.tokens = TokenStore(settings.state_dir / "tokens.json", self.clock.now)
         self.leases = TokenLeases(self.tokens)
@@ -417,6 +422,7 @@ class Daemon:
         finally:
             for task in background:
                 task.cancel()
+            await self.attention.close()  # open dialogs close with the daemon
             self.remove_runtime_files()
             self.sessions.close()  # the sessions leave memory with the daemon
             self.refusals.flush()  # the last summary of what was refused, not lost with the loop

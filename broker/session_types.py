@@ -68,6 +68,9 @@ class ProfileStatus:
     last_error_at: float | None
     config_error: str | None = None
     notes: list[str] = field(default_factory=list)
+    mfa_serial: str | None = None
+    # "MFA session ended at 17:02, after 12 h", while a login is needed after one.
+    mfa_session_ended: str | None = None
 
 
 def expiry_of(_key: object, value: Issued | MfaSession, _now: float) -> float:

@@ -46,6 +46,8 @@ from broker.errors import (
 )
 from broker import topology
 from broker.codes import MfaCodes
+from broker.events import NoEvents, SessionEvents
+from broker.history import SessionHistory
 from broker.keyring_sessions import DaemonKeyring
 from broker.mfa_sessions import MfaSessions
 from broker.models import Credentials, SourceSecret, is_temporary
@@ -83,8 +85,12 @@ class SessionManager:
         self._capped: dict[str, int] = {}
         self._inflight: dict[object, asyncio.Task[object]] = {}
         self._codes = MfaCodes(clock, self._run)
+        # Who hears of refused clients, ending sessions and failures (the desktop: attention.py).
+        self.events: SessionEvents = NoEvents()
+        self.history = SessionHistory()
         self._mfa = MfaSessions(sts, clock, self.policy, self.rng, self._codes, self._run, self._single_flight,
-                                lambda key: key in self._inflight, lambda: self.config.plans, lambda: self.keyring)
+                                lambda key: key in self._inflight, lambda: self.config.plans, lambda: self.keyring,
+                                lambda: self.events, self.history)
         # Bumped whenever a profile's sessions are wiped, so an STS call that was already
         # in flight cannot bring them back when it lands.
         self._generation: dict[str, int] = {}
@@ -135,7 +141,23 @@ class SessionManager:
 
     def _raise_if_login_needed(self, plan: ProfilePlan) -> None:
         if not self._source_available(plan):
-            raise LoginRequired(f"not logged in: {login_hint(plan.name)}")
+            self.events.login_refused(plan.name)
+            raise LoginRequired(self._login_needed(plan.name))
+
+    def _login_needed(self, profile: str) -> str:
+        """Why a login is needed, and since when, if an MFA session has ended."""
+        ended = self.session_ended(profile)
+        return f"{ended or 'not logged in'}: {login_hint(profile)}"
+
+    def session_ended(self, profile: str) -> str | None:
+        """"MFA session ended at 17:02, after 12 h", while a login is needed after one."""
+        plan = self.config.plans.get(profile)
+        root = self.root_session_source(plan) if plan is not None else None
+        return self._mfa.ended(root.key) if root is not None else None
+
+    def needs_login(self, profile: str) -> bool:
+        """Whether `profile` needs a human's code before it can be served."""
+        return not self._source_available(self.plan(profile))
 
     def _raise_if_backing_off(self, profile: str) -> None:
         state = self._state.get(profile)
@@ -197,6 +219,8 @@ class SessionManager:
             state.last_error, state.last_error_at = exc, now
             log.warning("profile %s: %s (%s); next try in %.0f s", plan.name, exc.code, exc.message,
                         state.retry_at - now)
+            serving = self._serving.get(plan.name)
+            self.events.credentials_failing(plan.name, exc, serving.credentials.expiration if serving else None)
             raise
         if self._generation.get(plan.name, 0) != generation:
             # A login, logout or reload happened meanwhile: these credentials belong to the old
@@ -329,7 +353,8 @@ class SessionManager:
         if root is None or not root.key.mfa_serial:
             return LoginResult(profile, False, root.key.label() if root else "", None, [plan.name])
         if not code and not root.mfa_process:
-            raise LoginRequired(f"profile {profile!r} needs an MFA code: {login_hint(profile)} --code 123456")
+            raise LoginRequired(f"profile {profile!r} needs an MFA code: {login_hint(profile)} and type it "
+                                "at the prompt (or pipe it on stdin)")
         if isinstance(root, DirectSource):
             base = topology.root_plan(self.config.plans, plan)
             result = await self._login_direct(base, root, code)
@@ -382,12 +407,14 @@ class SessionManager:
                                if isinstance(root := self.root_session_source(plan), SessionSource)
                                and root.session_cache})
             self._mfa.log_out(None)
+            self.history.logged_out_all(self.clock.now())
             return wiped
         plan = self.plan(profile)
         root = self.root_session_source(plan)
         if isinstance(root, SessionSource) and root.key.mfa_serial:
             served = set(self.profiles_using(root.key))
             self._mfa.log_out(root.key)
+            self.history.logged_out(root.key, self.clock.now())
             if root.session_cache:
                 self._mfa.uncache({root.key})
         else:

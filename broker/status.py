@@ -32,6 +32,7 @@ def profile_rows(sessions: SessionManager) -> list[ProfileStatus]:
         session = sessions.mfa_session(root.key) if root else None
         needs_mfa = bool(root and root.key.mfa_serial)
         direct = isinstance(root, DirectSource)
+        ended = sessions.session_ended(name) if needs_mfa and session is None else None
         notes: list[str] = []
         if root is not None and root.mfa_process and needs_mfa:
             notes.append("codes come from mfa_process: renewed without a human")
@@ -67,6 +68,8 @@ def profile_rows(sessions: SessionManager) -> list[ProfileStatus]:
             last_error_at=state.last_error_at if state else None,
             config_error=sessions.config.errors.get(name),
             notes=notes,
+            mfa_serial=root.key.mfa_serial if root else None,
+            mfa_session_ended=ended,
         ))
     return rows
 

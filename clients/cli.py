@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from broker import __version__
+from broker.mfa import normalize_code
 from broker.names import PROFILE_NAME, PROFILE_NAME_RULE, token_name_part
 from broker.runtime import DEFAULT_PORT, configured_port, write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
@@ -27,6 +28,7 @@ from clients.token_cmds import cmd_reload, cmd_token_create, cmd_token_list, cmd
 from clients.envvars import (
     RELATIVE_VARIABLE, TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, environment_for,
 )
+from clients.prompt import LoginCancelled, ensure_logged_in, live_until, login_interactively, session_state
 
 ENV_TOKEN_TTL = 7 * 86400
 
@@ -88,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rolebroker: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print(file=sys.stderr)  # Ctrl-C at a prompt: end the prompt's line, nothing was sent
         return 130
     except BrokenPipeError:
         # `rolebroker token list | head -1`: the reader is gone, and so is anything left to say.
@@ -120,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("profile", type=profile_name)
     login.add_argument("--code", help="the MFA code (else prompted on a terminal, or read from stdin); "
                                       "a command line shows in `ps`: prefer the prompt or stdin")
+    login.add_argument("--force", action="store_true",
+                       help="start a new MFA session even while the current one has hours left")
     login.set_defaults(handler=cmd_login)
 
     logout = commands.add_parser("logout", help="wipe sessions from the daemon's memory")
@@ -239,23 +244,43 @@ def cmd_docker(args: argparse.Namespace) -> int:
 
 # ---- login / logout ---------------------------------------------------------------------
 
-def read_code(profile: str, given: str | None) -> str:
-    if given:
-        return given.strip()
-    if sys.stdin.isatty():
-        print(f"MFA code for {profile}: ", end="", file=sys.stderr, flush=True)
-    line = sys.stdin.readline()
-    return line.strip()
+def read_code(given: str | None) -> str | None:
+    """A code given with --code or as one line on stdin ("123 456" is fine); "" for none
+    (mfa_process then gets it); None for something that is not a code."""
+    text = given if given is not None else sys.stdin.readline()
+    if not text.strip():
+        return ""
+    return normalize_code(text)
 
 
 def cmd_login(args: argparse.Namespace) -> int:
     client = DaemonClient(timeout=60)
-    code = read_code(args.profile, args.code)
-    if code and not re.fullmatch(r"[0-9]{6}", code):
-        print("rolebroker: an MFA code is six digits, as your authenticator shows it", file=sys.stderr)
-        return 1
     try:
-        result = client.request("POST", "/v1/login", {"profile": args.profile, "code": code or None})
+        state = session_state(client, args.profile)
+    except DaemonError as exc:
+        print(f"rolebroker: login failed: {exc.message}", file=sys.stderr)
+        return 1
+    until = live_until(state)
+    if until is not None and not args.force:
+        # No code is spent on a session with hours left (codes are scarce: one per 30 s).
+        print(f"{args.profile} is logged in already: MFA session {state['mfa_session']} valid until "
+              f"{local_time(until)} ({duration_text(until - time.time())}). "
+              f"`rolebroker login {shlex.quote(args.profile)} --force` starts a new one.")
+        return 0
+    try:
+        needs_code = bool(state.get("mfa_serial")) and not _self_renewing(state)
+        if args.code is None and needs_code and sys.stdin.isatty():
+            result = login_interactively(client, args.profile, state["mfa_serial"], sys.stdin, sys.stderr)
+        else:
+            # No code needed (no MFA, or mfa_process fetches it): stdin is not read at all.
+            code = read_code(args.code) if args.code is not None or needs_code else ""
+            if code is None:
+                print("rolebroker: an MFA code is six digits, as your authenticator shows it", file=sys.stderr)
+                return 1
+            result = client.request("POST", "/v1/login", {"profile": args.profile, "code": code or None})
+    except LoginCancelled as exc:
+        print(f"rolebroker: login cancelled: {exc.message}", file=sys.stderr)
+        return 1
     except DaemonError as exc:
         print(f"rolebroker: login failed: {exc.message}", file=sys.stderr)
         return 1
@@ -269,6 +294,10 @@ def cmd_login(args: argparse.Namespace) -> int:
     if result.get("warm_error"):
         print(f"warning: {args.profile}: {result['warm_error']}", file=sys.stderr)
     return 0
+
+
+def _self_renewing(state: dict[str, Any]) -> bool:
+    return any("mfa_process" in note for note in state.get("notes", []))
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
@@ -321,6 +350,8 @@ def rolebroker_executable() -> str:
 def cmd_env(args: argparse.Namespace) -> int:
     client = DaemonClient()
     target = args.target or ("docker" if args.format == "docker" else "host")
+    if not _logged_in(client, args.profile):
+        return 1
     try:
         described = client_environment(client, args.profile, args.ttl or None, target, reuse=True)
     except UntrustedAnswer as exc:
@@ -402,6 +433,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
         print("rolebroker: usage: rolebroker exec PROFILE -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     client = DaemonClient()
+    if not _logged_in(client, args.profile):
+        return 1
     # The token dies with this process, however it ends: the daemon revokes it once we are gone.
     described = client_environment(client, args.profile, ENV_TOKEN_TTL, bind_to_caller=True)
     environment = {k: v for k, v in os.environ.items() if k not in described["unset"]}
@@ -427,6 +460,21 @@ def cmd_exec(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
         _revoke_quietly(client, described["token_name"])  # the token dies with the command
     return 128 - code if code < 0 else code
+
+
+def _logged_in(client: DaemonClient, profile: str) -> bool:
+    """Ask for a code now if the profile needs one (on a terminal); False: say why and stop."""
+    try:
+        ensure_logged_in(client, profile)
+    except LoginCancelled as exc:
+        print(f"rolebroker: login cancelled: {exc.message}", file=sys.stderr)
+        return False
+    except DaemonError as exc:
+        if exc.code in ("LoginRequired", "MfaCodeRejected"):
+            print(f"rolebroker: {exc.message}", file=sys.stderr)
+            return False
+        raise
+    return True
 
 
 def _revoke_quietly(client: DaemonClient, name: str) -> None:

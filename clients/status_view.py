@@ -55,6 +55,8 @@ def render_status(status: dict[str, Any]) -> str:
             mfa = "not needed"
         elif row["login_required"]:
             mfa = f"login needed (rolebroker login {row['profile']})"
+            if row.get("mfa_session_ended"):
+                notes.append(f"{row['profile']}: {row['mfa_session_ended']}")
         elif row["mfa_session_expires_at"] is None:
             mfa = "starts on first use (mfa_process)"
         else:

@@ -8,8 +8,17 @@ from collections.abc import Iterator
 import pytest
 
 from tests.attacker import OtherUser, make_other_user
+from tests.desktop import display, notifications, session_bus  # noqa: F401  (fixtures for the desktop tests)
 from tests.harness import Broker, start_broker
 from tests.processes import Serve
+
+
+@pytest.fixture(autouse=True)
+def no_desktop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daemons under test never reach the developer's own desktop: no session bus, no display
+    (the desktop tests set up a private bus and an Xvfb display of their own)."""
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/rolebroker-tests-have-no-bus")
+    monkeypatch.delenv("DISPLAY", raising=False)
 
 
 @pytest.fixture

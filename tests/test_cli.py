@@ -64,6 +64,7 @@ def status_rows(output: str) -> dict[str, list[str]]:
 # ---- 6. exec ----------------------------------------------------------------------------------
 
 def test_exec_returns_the_command_exit_code(broker: Broker) -> None:
+    broker.login("dev")  # exec needs a session: without a terminal it would not ask
     assert rb(broker, "exec", "dev", "--", "sh", "-c", "exit 7").returncode == 7
     assert rb(broker, "exec", "dev", "--", "sh", "-c", "exit 0").returncode == 0
     # Killed by a signal: 128 + its number, as shells report it.
@@ -71,6 +72,7 @@ def test_exec_returns_the_command_exit_code(broker: Broker) -> None:
 
 
 def test_exec_points_the_command_at_the_endpoint(broker: Broker) -> None:
+    broker.login("dev")  # exec needs a session: without a terminal it would not ask
     result = rb(broker, "exec", "dev", "--", "printenv", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
     assert result.returncode == 0, result.stderr
     assert result.stdout == broker.url("dev") + "\n"
@@ -96,6 +98,7 @@ def test_exec_token_works_during_the_command_and_is_revoked_after(broker: Broker
 
 
 def test_exec_of_a_missing_command_exits_127_and_revokes(broker: Broker) -> None:
+    broker.login("dev")  # exec needs a session: without a terminal it would not ask
     before = tokens(broker)
     result = rb(broker, "exec", "dev", "--", "rolebroker-test-no-such-command")
     assert result.returncode == 127
@@ -104,6 +107,7 @@ def test_exec_of_a_missing_command_exits_127_and_revokes(broker: Broker) -> None
 
 
 def test_exec_hides_shadowing_variables_from_the_child(broker: Broker) -> None:
+    broker.login("dev")  # exec needs a session: without a terminal it would not ask
     env = cli_env(broker.daemon.settings.runtime_dir, AWS_PROFILE="prod", AWS_ACCESS_KEY_ID="AKIAJUNKJUNKJUNKJUNK",
                   AWS_SECRET_ACCESS_KEY="junk", AWS_SESSION_TOKEN="junk")
     script = 'printf "%s|%s|%s|%s" "${AWS_PROFILE-unset}" "${AWS_ACCESS_KEY_ID-unset}" ' \

@@ -522,6 +522,7 @@ def test_env_token_file_is_private_exact_and_read_by_botocore(broker: Broker) ->
 
 
 def test_env_token_file_output_unsets_the_token_variable(broker: Broker) -> None:
+    broker.login("dev")  # env needs a session: without a terminal it would not ask
     path = broker.tmp / "t"
     values, unset = parse_json_format(rb_ok(broker, "env", "dev", "--format", "json", "--token-file", str(path)))
     assert TOKEN_VAR in unset and TOKEN_VAR not in values
@@ -529,6 +530,7 @@ def test_env_token_file_output_unsets_the_token_variable(broker: Broker) -> None
 
 
 def test_env_token_file_in_a_missing_directory_fails_cleanly(broker: Broker) -> None:
+    broker.login("dev")  # env needs a session: without a terminal it would not ask
     target = broker.tmp / "missing" / "token"
     result = subprocess.run([str(ROLEBROKER), "env", "dev", "--token-file", str(target)], env=base_env(broker),
                             capture_output=True, text=True, timeout=60)

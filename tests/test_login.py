@@ -109,7 +109,7 @@ def test_mfa_protected_user_without_role_is_served_the_session(tmp_path: Path) -
 def test_login_with_mfa_required_and_no_code_says_so(broker: Broker) -> None:
     with pytest.raises(DaemonError) as raised:
         broker.control().request("POST", "/v1/login", {"profile": "dev"})
-    assert raised.value.code == "LoginRequired" and "--code" in raised.value.message
+    assert raised.value.code == "LoginRequired" and "rolebroker login dev" in raised.value.message
 
 
 def test_logout_wipes_the_shared_session(broker: Broker) -> None:

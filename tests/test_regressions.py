@@ -147,6 +147,7 @@ def test_profile_names_with_characters_token_names_lack_still_get_tokens(tmp_pat
 
 
 def test_docker_env_files_of_dead_tokens_are_cleared(broker: Broker) -> None:
+    broker.login("dev")  # env needs a session: without a terminal it would not ask
     import os
     import shlex
     import subprocess

@@ -295,6 +295,7 @@ def test_an_exec_token_dies_with_a_sigkilled_exec(broker: Broker) -> None:
 
 
 def test_env_reuses_its_token_instead_of_piling_them_up(broker: Broker) -> None:
+    broker.login("dev")  # env needs a session: without a terminal it would not ask
     outputs = [rb(broker, "env", "dev", "--format", "json") for _ in range(4)]
     assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
     tokens = {json.loads(o.stdout)["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"] for o in outputs}
@@ -304,12 +305,14 @@ def test_env_reuses_its_token_instead_of_piling_them_up(broker: Broker) -> None:
     assert json.loads(docker.stdout)["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"] not in tokens  # another use
     # Past half of its life, a new one is minted; the old one stays valid until it expires.
     broker.advance(4 * 86400)
+    broker.login("dev")  # the MFA session ended meanwhile
     fresh = json.loads(rb(broker, "env", "dev", "--format", "json").stdout)["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
     assert fresh not in tokens
     assert len([n for n in _token_names(broker) if n.startswith("host-dev-")]) == 2
 
 
 def test_env_output_file_is_private_whatever_the_umask(broker: Broker, tmp_path: Path) -> None:
+    broker.login("dev")  # env needs a session: without a terminal it would not ask
     target = tmp_path / "dev.env"
     result = subprocess.run([str(ROLEBROKER), "env", "dev", "--format", "dotenv", "--output", str(target)],
                             env=cli_env(broker.daemon.settings.runtime_dir), capture_output=True, text=True,
