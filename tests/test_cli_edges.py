@@ -30,6 +30,7 @@ def test_ambiguous_or_bad_durations_are_refused(text: str) -> None:
 
 
 def test_env_and_token_create_take_the_same_duration_syntax(broker: Broker) -> None:
+    broker.login("dev")  # without a terminal, env refuses a profile that needs a code
     env = rb(broker, "env", "dev", "--ttl", "8h", "--format", "json")
     assert env.returncode == 0, env.stderr
     token = rb(broker, "token", "create", "--profile", "dev", "--name", "eight", "--ttl", "8h")
