@@ -17,13 +17,13 @@ from typing import Any
 import uvicorn
 
 from broker import __version__
-from broker.api import build_control_api
 from broker.channel import ChannelProtocol, bind_control_socket, is_unix
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, ConfigFiles, load_config
 from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
 from broker.configfiles import ConfigFileError
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
+from broker.lazyapp import LazyApp
 from broker.leases import TokenLeases
 from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
 from broker.refresh import RefreshPolicy
@@ -96,10 +96,9 @@ class Daemon:
         self.tokens = TokenStore(settings.state_dir / "tokens.json", self.clock.now)
         self.leases = TokenLeases(self.tokens)
         self.leases.sweep()  # tokens of `exec` commands that ended while no daemon ran
-        control_api = build_control_api(self.sessions, self.tokens, self.describe_env, self.reload,
-                                        lambda: self.config_error, self.leases)
+        self.control_api = LazyApp(self._build_control_api)
         throttle = FailureThrottle(self.clock.now)
-        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, throttle.hold)
+        endpoint = CredentialsEndpoint(self.sessions, self.tokens, self.control_api, throttle.hold)
         self._lock_fd: int | None = None
         self._own_socket: tuple[int, int] | None = None  # (st_dev, st_ino) of the control socket we made
         self.listeners: list[tuple[str, int]] = []
@@ -108,6 +107,13 @@ class Daemon:
         self.port = settings.port
         self.server: uvicorn.Server | None = None
         self._stop_requested = False
+
+    def _build_control_api(self) -> Any:
+        # FastAPI and pydantic load with the first control request (see broker.lazyapp).
+        from broker.api import build_control_api
+
+        return build_control_api(self.sessions, self.tokens, self.describe_env, self.reload,
+                                 lambda: self.config_error, self.leases)
 
     # ---- configuration ----------------------------------------------------------------
 
@@ -350,7 +356,7 @@ class Daemon:
         self.prepare(sockets)
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
-            date_header=False, timeout_graceful_shutdown=5, loop="none", http=ChannelProtocol,
+            date_header=False, timeout_graceful_shutdown=5, loop="none", http=ChannelProtocol, ws="none",
         )
         self.server = uvicorn.Server(config)
         self.server.should_exit = self._stop_requested  # a stop() that came before serve()

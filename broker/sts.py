@@ -9,13 +9,10 @@ all: STS's global endpoint, as the AWS CLI picks it).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from typing import Any, Literal, NamedTuple, Protocol
-
-import botocore.config
-import botocore.exceptions
-import botocore.session
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from broker.config import ConfigFiles, new_botocore_session
 from broker.errors import (
@@ -29,15 +26,28 @@ from broker.errors import (
 )
 from broker.models import Credentials, SourceSecret, StaticKeys
 
+if TYPE_CHECKING:
+    import botocore.session
+
 log = logging.getLogger("rolebroker.sts")
 
-# STS calls run off the request path, but a hung endpoint must not hold a worker for long.
-# One attempt per call: retries and their backoff belong to the refresh policy alone.
-CLIENT_CONFIG = botocore.config.Config(
-    connect_timeout=3,
-    read_timeout=5,
-    retries={"mode": "standard", "total_max_attempts": 1},
-)
+
+# botocore's client machinery (botocore.session, .client, .config) is imported with the first
+# STS call, on an STS worker thread: a daemon whose first request needs no STS call answers
+# it without paying for that import, the largest part of its start-up otherwise.
+@functools.cache
+def client_config() -> Any:
+    import botocore.config
+
+    # STS calls run off the request path, but a hung endpoint must not hold a worker for long.
+    # One attempt per call: retries and their backoff belong to the refresh policy alone.
+    return botocore.config.Config(
+        connect_timeout=3,
+        read_timeout=5,
+        retries={"mode": "standard", "total_max_attempts": 1},
+    )
+
+
 FALLBACK_REGION = "us-east-1"
 
 TRANSIENT_CODES = {
@@ -114,7 +124,7 @@ class BotocoreSts:
                 token: str | None) -> Any:
         return session.create_client("sts", region_name=region, aws_access_key_id=key,
                                      aws_secret_access_key=secret, aws_session_token=token,
-                                     config=CLIENT_CONFIG)
+                                     config=client_config())
 
     def endpoint(self, profile: str, region: str | None) -> StsEndpoint:
         """Where this profile's STS calls go, and the region they are signed for."""
@@ -229,6 +239,8 @@ class translate_errors:
         raise translated from None
 
     def translate(self, exc: BaseException) -> BrokerError | None:
+        import botocore.exceptions  # loaded already: the exception came from botocore
+
         profile, action = self.profile, self.action
         if isinstance(exc, botocore.exceptions.ClientError):
             error = exc.response.get("Error", {})

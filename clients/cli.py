@@ -4,12 +4,9 @@ imports the daemon (and with it boto3)."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from typing import Any
@@ -360,6 +357,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not command:
         print("rolebroker: usage: rolebroker exec PROFILE -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
+    import signal
+    import subprocess
+
     client = DaemonClient()
     # The token dies with this process, however it ends: the daemon revokes it once we are gone.
     described = client_environment(client, args.profile, ENV_TOKEN_TTL, bind_to_caller=True)
@@ -474,7 +474,7 @@ def _duration(seconds: float) -> str:
 
 
 def _local_time(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch).strftime("%H:%M")
+    return time.strftime("%H:%M", time.localtime(epoch))
 
 
 # ---- reload / tokens --------------------------------------------------------------------
@@ -504,7 +504,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     result = DaemonClient().request("GET", "/v1/tokens")
     print(f"{'NAME':24} {'PROFILES':20} {'CREATED':16} {'EXPIRES':16} LAST USED")
     for row in result["tokens"]:
-        stamp = lambda t: dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
+        stamp = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"  # noqa: E731
         print(f"{row['name']:24} {','.join(row['profiles']) or '(all)':20} {stamp(row['created_at']):16} "
               f"{stamp(row['expires_at']):16} {stamp(row['last_used_at'])}")
     return 0
