@@ -76,6 +76,9 @@ SCRUBBED_VARIABLES = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS",
     "ROLEBROKER_PORT", "XDG_RUNTIME_DIR", "XDG_STATE_HOME",
+    # With it, every process compiles each module whose .pyc is missing or stale, on every run:
+    # the CLI timings would measure the compiler (an installed package has its .pyc files).
+    "PYTHONDONTWRITEBYTECODE",
 )
 # wrk's done() hook: one machine-readable line. Latencies are microseconds. Defining only
 # done() (no request/response hooks) keeps wrk on its fast path.

@@ -9,7 +9,6 @@ import os
 import re
 import sys
 import time
-from typing import Any
 from collections.abc import Sequence
 
 from pathlib import Path
@@ -22,6 +21,12 @@ from clients.daemon_client import DaemonClient, DaemonError
 from clients.durations import parse_duration
 from clients.envfmt import FORMATS
 from clients.envvars import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, variables_for
+
+# typing is for the type checker only (annotations are strings here): importing it would cost
+# every call about a tenth of an interpreter start. mypy and ruff read this name as typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ENV_TOKEN_TTL = 7 * 86400
 
@@ -97,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Local AWS credential broker: one MFA code a day, role credentials for every tool.",
     )
     parser.add_argument("--version", action="version", version=f"rolebroker {__version__}")
-    commands = parser.add_subparsers(metavar="COMMAND")
+    # prog given: else argparse formats a usage line to derive it, which imports shutil (and
+    # with it bz2 and lzma) to ask the terminal's width, on every call of every command.
+    commands = parser.add_subparsers(metavar="COMMAND", prog="rolebroker")
 
     serve = commands.add_parser("serve", help="run the daemon in the foreground")
     serve.add_argument("--port", type=port_number, default=configured_port(),
@@ -155,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     reload.set_defaults(handler=cmd_reload)
 
     token = commands.add_parser("token", help="client tokens scoped to profiles")
-    token_commands = token.add_subparsers(metavar="ACTION")
+    token_commands = token.add_subparsers(metavar="ACTION", prog="rolebroker token")
     create = token_commands.add_parser("create", help="print a new client token")
     create.add_argument("--profile", action="extend", default=[], dest="profiles", type=profile_list,
                         help="profiles the token may read: repeat it, or separate them with commas")
@@ -180,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     completion.set_defaults(handler=cmd_completion)
 
     docker = commands.add_parser("docker", help="put 169.254.170.2 on this machine for bridged containers (root)")
-    from clients.docker_link import add_arguments as add_docker_arguments  # standard library only
+    from clients.docker_args import add_arguments as add_docker_arguments  # not docker_link: its imports are slow
 
     add_docker_arguments(docker)
     docker.set_defaults(handler=cmd_docker)
