@@ -96,15 +96,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by the pipe
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse builds a help formatter for every argument it adds (to check its metavar), and
+    each asks shutil for the terminal's width: importing shutil (with bz2, lzma and zlib) on
+    every call of every command. os.get_terminal_size gives the same width without them.
+    Subparsers are made of the parent's class, so they all format this way."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # -2: what HelpFormatter takes off the width it asks shutil for.
+        return self.formatter_class(prog=self.prog, width=_terminal_width() - 2)  # type: ignore[call-arg]
+
+
+def _terminal_width() -> int:
+    """shutil.get_terminal_size().columns: $COLUMNS, else the terminal's, else 80."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rolebroker",
         description="Local AWS credential broker: one MFA code a day, role credentials for every tool.",
     )
     parser.add_argument("--version", action="version", version=f"rolebroker {__version__}")
-    # prog given: else argparse formats a usage line to derive it, which imports shutil (and
-    # with it bz2 and lzma) to ask the terminal's width, on every call of every command.
-    commands = parser.add_subparsers(metavar="COMMAND", prog="rolebroker")
+    commands = parser.add_subparsers(metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the daemon in the foreground")
     serve.add_argument("--port", type=port_number, default=configured_port(),
@@ -162,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     reload.set_defaults(handler=cmd_reload)
 
     token = commands.add_parser("token", help="client tokens scoped to profiles")
-    token_commands = token.add_subparsers(metavar="ACTION", prog="rolebroker token")
+    token_commands = token.add_subparsers(metavar="ACTION")
     create = token_commands.add_parser("create", help="print a new client token")
     create.add_argument("--profile", action="extend", default=[], dest="profiles", type=profile_list,
                         help="profiles the token may read: repeat it, or separate them with commas")
