@@ -110,9 +110,11 @@ class Parser(argparse.ArgumentParser):
 def _terminal_width() -> int:
     """shutil.get_terminal_size().columns: $COLUMNS, else the terminal's, else 80."""
     try:
-        return int(os.environ["COLUMNS"])
+        columns = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
-        pass
+        columns = 0
+    if columns > 0:
+        return columns
     try:
         return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
     except (AttributeError, ValueError, OSError):
