@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One command for rolebroker's performance numbers (issue 7).
+"""One command for rolebroker's performance numbers (issues 7 and 15).
 
     python bench/run.py [--quick] [--out bench/results.md]
 
@@ -9,10 +9,15 @@ It drives the real CLI in subprocesses, one server under load at a time, and mea
    req/s and p50 / p99 / p99.9 latency at 1, 32 and 256 keep-alive clients;
 2. the same for a bare uvicorn baseline (bench/baseline_app.py) answering a constant
    JSON body of the same byte size with the same server settings, and the ratio;
-3. resident memory of a daemon with 50 logged-in profiles (its own STS double);
-4. `rolebroker credential-process` wall time against `python -c pass` on the same
-   interpreter (`rolebroker status --json` stands in while credential-process is absent);
-5. time from exec of `rolebroker serve` to the first answer on the credentials endpoint.
+3. resident memory of a daemon right after start and with 50 logged-in profiles (its own
+   STS double);
+4. `rolebroker credential-process`, `env` and `status` wall time against `python -c pass`
+   on the interpreter the console script runs on, in alternating rounds;
+5. time from exec of `rolebroker serve` to the first answer on the credentials endpoint;
+6. socket-activated cold start: systemd-socket-activate holds the TCP and control sockets
+   and starts the daemon on the first connection, as systemd does; time from that connect
+   to the first answer (403: no session yet), and to a first 200 for a profile that needs
+   no human (one AssumeRole with an IAM user's keys).
 
 It prints a markdown table and writes it (with the machine description) to --out.
 Run it with the Python that has rolebroker installed: it imports broker.sts_double.
@@ -53,12 +58,17 @@ STARTUP_TIMEOUT = 30.0   # seconds a server may take to answer its first request
 POLL_INTERVAL = 0.002    # between connection attempts while a server starts
 STOP_TIMEOUT = 10.0
 WARMUP_SECONDS = 1.0
-# Targets from issue 7, checked in the summary table.
+# Targets from issues 7 and 15, checked in the summary table.
 TARGET_RATIO_AT_32 = 0.80
 TARGET_P99_MS_AT_32 = 3.0
 TARGET_STARTUP_S = 1.0
-TARGET_RSS_MIB = 80.0
-TARGET_CLI_FACTOR = 5.0
+TARGET_COLD_ANSWER_MEDIAN_S = 0.30   # socket-activated: first connect to first answer
+TARGET_COLD_ANSWER_WORST_S = 0.45
+TARGET_COLD_200_MEDIAN_S = 0.50      # ... to a first 200 (one AssumeRole)
+TARGET_RSS_IDLE_MIB = 40.0
+TARGET_RSS_MIB = 55.0                # 50 profiles logged in
+# CLI wall time / `python -c pass` on the same interpreter.
+TARGET_CLI_FACTORS = {"credential-process": 2.0, "env": 2.5, "status": 2.5}
 # Anything that could point the CLI or the daemon somewhere other than our temp files.
 SCRUBBED_VARIABLES = (
     "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
@@ -66,6 +76,9 @@ SCRUBBED_VARIABLES = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS",
     "ROLEBROKER_PORT", "XDG_RUNTIME_DIR", "XDG_STATE_HOME",
+    # With it, every process compiles each module whose .pyc is missing or stale, on every run:
+    # the CLI timings would measure the compiler (an installed package has its .pyc files).
+    "PYTHONDONTWRITEBYTECODE",
 )
 # wrk's done() hook: one machine-readable line. Latencies are microseconds. Defining only
 # done() (no request/response hooks) keeps wrk on its fast path.
@@ -484,46 +497,60 @@ def bench_load(cli: Cli, gen: LoadGenerator, seconds: float, rounds: int, work: 
 
 
 @dataclass
+class CliTiming:
+    name: str      # "credential-process", "env", "status": the keys of TARGET_CLI_FACTORS
+    label: str     # the command line, for the report
+    seconds: float  # median wall time
+    exit_code: int
+
+
+@dataclass
 class FiftyProfiles:
     files_env: dict[str, str]
     rss_idle_mib: float
     rss_mib: float
     hwm_mib: float
     served: int
-    token: str
-    cli_label: str
-    cli_note: str
-    cli_s: float
+    token: str  # reads p00 and the no-MFA profile
+    cli: list[CliTiming]
     python_s: float
     timer: str
     disturbance: Disturbance
 
 
 BENCH_ACCOUNT = "111111111111"
+# A role the bench user's keys assume without MFA: a profile that needs no human, so a
+# cold daemon's first request for it is answered 200 after one AssumeRole.
+SOLO_PROFILE = "solo"
+SOLO_ROLE = "arn:aws:iam::299999999999:role/bench-solo"
 BENCH_SERIAL = f"arn:aws:iam::{BENCH_ACCOUNT}:mfa/bench-user"
 # Fake keys for the bench's own STS double: they open nothing anywhere else.
 BENCH_KEY_ID, BENCH_SECRET = "AKIABENCH00000000001", "bench/secret/that/only/the/bench/sts/knows"
 
 
 def fifty_profile_identities() -> tuple[list[Any], list[Any]]:
-    """One IAM user behind a demo MFA device (any 6-digit code, once) and 50 MFA roles."""
+    """One IAM user behind a demo MFA device (any 6-digit code, once), 50 MFA roles, and
+    one role without MFA (the last)."""
     from broker.sts_double import IamUser, MfaDevice, Role
 
     user = IamUser(BENCH_KEY_ID, BENCH_SECRET, f"arn:aws:iam::{BENCH_ACCOUNT}:user/bench-user",
                    MfaDevice(BENCH_SERIAL, totp_secret=None))
     roles = [Role(f"arn:aws:iam::{200000000000 + i}:role/bench-{i:02d}", require_mfa=True)
              for i in range(PROFILE_COUNT)]
-    return [user], roles
+    return [user], [*roles, Role(SOLO_ROLE, require_mfa=False)]
 
 
 def write_fifty_profile_config(directory: Path, sts_url: str, roles: list[Any]) -> tuple[Path, Path]:
     # The demo's layout (broker/demo.py): roles in the credentials file, STS from a services section.
     credentials = [f"[bench-user]\naws_access_key_id = {BENCH_KEY_ID}\naws_secret_access_key = {BENCH_SECRET}\n"]
     config = ["[profile bench-user]\nregion = us-east-1\nservices = bench-sts\n"]
-    for i, role in enumerate(roles):
+    for i, role in enumerate(roles[:PROFILE_COUNT]):
         credentials.append(f"[p{i:02d}]\nrole_arn = {role.arn}\nsource_profile = bench-user\n"
                            f"mfa_serial = {BENCH_SERIAL}\n")
         config.append(f"[profile p{i:02d}]\nregion = eu-west-1\nservices = bench-sts\n")
+    # No mfa_serial anywhere on its way: AssumeRole signed with the user's keys, no login.
+    config.append(f"[profile {SOLO_PROFILE}]\nrole_arn = {SOLO_ROLE}\nsource_profile = bench-user\n"
+                  "region = eu-west-1\nservices = bench-sts\n")
     config.append(f"[services bench-sts]\nsts =\n  endpoint_url = {sts_url}\n")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     config_path, credentials_path = directory / "config", directory / "credentials"
@@ -542,31 +569,30 @@ def memory_kib(pid: int) -> dict[str, int]:
     return values
 
 
-def time_commands(commands: list[list[str]], env: dict[str, str], runs: int, work: Path) -> tuple[list[float], str]:
-    """Median wall time of each command, in seconds: hyperfine when present."""
-    if shutil.which("hyperfine"):
-        export = work / "hyperfine.json"
-        done = subprocess.run(
-            ["hyperfine", "-N", "--warmup", "3", "--runs", str(runs), "--style", "none",
-             "--export-json", str(export), *(shlex.join(c) for c in commands)],
-            env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
-        if done.returncode != 0:
-            raise BenchError(f"hyperfine failed: {done.stderr.strip()}")
-        results = json.loads(export.read_text())["results"]
-        return [float(r["median"]) for r in results], f"hyperfine, median of {runs} runs after 3 warm-ups"
-    medians = []
+def time_commands(commands: list[list[str]], env: dict[str, str], runs: int) -> tuple[list[float], str]:
+    """Median wall time of each command, in seconds, from rounds that run every command once
+    in turn (the order rotating each round): a machine that speeds up or slows down during the
+    phase affects all of them alike, as the issue's "alternating runs" asks. Each run is
+    posix_spawn to waitpid, output to /dev/null."""
+    def once(command: list[str]) -> float:
+        started = time.perf_counter()
+        pid = os.posix_spawn(command[0], command, env, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+        os.waitpid(pid, 0)
+        return time.perf_counter() - started
+
     for command in commands:
         for _ in range(3):  # warm-up: page cache and .pyc files
-            subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
-                           check=False)
-        samples = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
-                           check=False)
-            samples.append(time.perf_counter() - started)
-        medians.append(statistics.median(samples))
-    return medians, f"subprocess timing, median of {runs} runs after 3 warm-ups (hyperfine not installed)"
+            once(command)
+    samples: list[list[float]] = [[] for _ in commands]
+    for round_number in range(runs):
+        shift = round_number % len(commands)
+        for index in [*range(shift, len(commands)), *range(shift)]:
+            samples[index].append(once(commands[index]))
+    return ([statistics.median(s) for s in samples],
+            f"median of {runs} alternating rounds after 3 warm-ups each (posix_spawn to waitpid)")
 
 
 def bench_fifty_profiles(cli: Cli, runs: int, work: Path, logs: Path, stack: contextlib.ExitStack) -> FiftyProfiles:
@@ -604,25 +630,24 @@ def _bench_fifty_profiles(cli: Cli, runs: int, work: Path, logs: Path, stack: co
         if served < PROFILE_COUNT:
             raise BenchError(f"only {served} of {PROFILE_COUNT} profiles got credentials:\n{server.log_tail()}")
         loaded = memory_kib(pid)
-        token = cli.check(["token", "create", "--profile", "p00"], env).strip()
+        token = cli.check(["token", "create", "--profile", f"p00,{SOLO_PROFILE}"], env).strip()
 
-        note("CLI: credential-process (or its stand-in) against python -c pass")
-        probe = cli.run(["credential-process", "p00"], env)
-        if probe.returncode == 0:
-            cli_args, label, cli_note = ["credential-process", "p00"], "`rolebroker credential-process p00`", ""
-        else:
-            missing = probe.returncode == 2 and "invalid choice" in probe.stderr
-            why = ("credential-process not available" if missing
-                   else f"credential-process failed ({probe.returncode}: {probe.stderr.strip().splitlines()[-1:]})")
-            cli_args, label = ["status", "--json"], "`rolebroker status --json`"
-            cli_note = f"{why}; status shown"
-        (cli_s, python_s), timer = time_commands(
-            [[cli.executable, *cli_args], [cli.interpreter, "-c", "pass"]], env, runs, work)
+        note("CLI: credential-process, env, status against python -c pass, alternating")
+        commands = {"credential-process": ["credential-process", "p00"], "env": ["env", "p00"], "status": ["status"]}
+        exit_codes = {}
+        for name, args in commands.items():
+            exit_codes[name] = cli.run(args, env).returncode
+            if name != "status" and exit_codes[name] != 0:  # status exits 1 while anything needs a login
+                raise BenchError(f"`rolebroker {shlex.join(args)}` failed ({exit_codes[name]}): {cli.run(args, env).stderr}")
+        (*cli_s, python_s), timer = time_commands(
+            [*([cli.executable, *args] for args in commands.values()), [cli.interpreter, "-c", "pass"]], env, runs)
+        timings = [CliTiming(name, f"`rolebroker {shlex.join(args)}`", seconds, exit_codes[name])
+                   for (name, args), seconds in zip(commands.items(), cli_s)]
     return FiftyProfiles(
         files_env={k: env[k] for k in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
                                        "ROLEBROKER_RUNTIME_DIR", "ROLEBROKER_STATE_DIR")},
         rss_idle_mib=idle["VmRSS"] / 1024, rss_mib=loaded["VmRSS"] / 1024, hwm_mib=loaded["VmHWM"] / 1024,
-        served=served, token=token, cli_label=label, cli_note=cli_note, cli_s=cli_s, python_s=python_s, timer=timer,
+        served=served, token=token, cli=timings, python_s=python_s, timer=timer,
         disturbance=Disturbance(),  # filled in by the caller, which watches the whole phase
     )
 
@@ -650,6 +675,85 @@ def bench_startup(cli: Cli, fifty: FiftyProfiles, runs: int, logs: Path) -> Star
                 status = first_answer(server, "/v1/credentials/p00", fifty.token)
                 result.seconds.append(time.perf_counter() - started)
                 result.statuses.append(status)
+    return result
+
+
+SOCKET_ACTIVATE_HINT = ("systemd-socket-activate is not installed: `apt-get install -y systemd` (Debian/Ubuntu) "
+                        "for the socket-activated cold start")
+
+
+@dataclass
+class ColdStart:
+    """Socket activation: the activator holds the sockets; the first connection starts the
+    daemon. `answer`: that connect to the status line of the first answer (403, no session
+    yet); `ok`: to a first 200 for a profile that needs no human (one AssumeRole)."""
+
+    answer: list[float] = field(default_factory=list)
+    ok: list[float] = field(default_factory=list)
+    statuses: dict[str, list[int]] = field(default_factory=dict)
+    disturbance: Disturbance = field(default_factory=Disturbance)
+    missing: str = ""  # why it was not measured
+
+
+def first_request_timed(port: int, path: str, token: str, timeout: float = STARTUP_TIMEOUT) -> tuple[float, int]:
+    """One connect (queued by the kernel on the activator's socket) and one GET: seconds from
+    just before the connect to the status line, and the status."""
+    payload = (f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: {token}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    started = time.perf_counter()
+    with socket.create_connection((HOST, port), timeout=timeout) as conn:
+        conn.sendall(payload)
+        received = b""
+        while b"\r\n" not in received:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+        elapsed = time.perf_counter() - started
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", received)
+    if not match:
+        raise BenchError(f"the socket-activated daemon closed the first connection without an answer: {received[:200]!r}")
+    return elapsed, int(match.group(1))
+
+
+def bench_cold_start(cli: Cli, fifty: FiftyProfiles, runs: int, logs: Path) -> ColdStart:
+    """`systemd-socket-activate -l 127.0.0.1:PORT -l RUNTIME/control.sock rolebroker serve`
+    (the sockets rolebroker.socket lists), then one request: the activator execs the daemon
+    on that first connection, which waits in the listen queue meanwhile. Runs alternate
+    between the two kinds of first request; each starts a fresh daemon."""
+    result = ColdStart()
+    activate = shutil.which("systemd-socket-activate")
+    if activate is None:
+        note(SOCKET_ACTIVATE_HINT)
+        result.missing = SOCKET_ACTIVATE_HINT
+        return result
+    note(f"cold start under socket activation: {runs} runs of each kind, alternating")
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_VARIABLES}
+    env.update(fifty.files_env)
+    runtime = Path(fifty.files_env["ROLEBROKER_RUNTIME_DIR"])
+    # The activator hands its child a minimal environment: -E passes ours on.
+    passed = [arg for name in fifty.files_env for arg in ("-E", name)]
+    kinds = (("answer", "/v1/credentials/p00", result.answer), ("ok", f"/v1/credentials/{SOLO_PROFILE}", result.ok))
+    with watching_other_cpu() as result.disturbance:
+        for index in range(2 * runs):
+            kind, path, seconds = kinds[(index + index // 2) % 2]  # answer, ok, ok, answer, ...
+            port = free_port()
+            control = runtime / "control.sock"
+            control.unlink(missing_ok=True)  # a socket file the last daemon left is systemd's now
+            command = [activate, "-l", f"{HOST}:{port}", "-l", str(control), *passed, cli.executable, "serve"]
+            with running(f"activated-{kind}", command, env, port, logs) as server:
+                deadline = time.perf_counter() + STARTUP_TIMEOUT
+                while "Listening on" not in server.log_tail() or not control.exists():
+                    if server.process.poll() is not None or time.perf_counter() > deadline:
+                        raise BenchError(f"systemd-socket-activate did not listen:\n{server.log_tail()}")
+                    time.sleep(POLL_INTERVAL)  # polling interval while the activator binds
+                elapsed, status = first_request_timed(port, path, fifty.token)
+                seconds.append(elapsed)
+                result.statuses.setdefault(kind, []).append(status)
+    for kind, wanted in (("answer", 403), ("ok", 200)):
+        if any(status != wanted for status in result.statuses.get(kind, [])):
+            raise BenchError(f"socket-activated first requests ({kind}) got HTTP {result.statuses[kind]}, "
+                             f"expected {wanted}; see the logs")
     return result
 
 
@@ -687,14 +791,13 @@ def machine_description(gen: LoadGenerator, cli: Cli, load_at_start: str) -> lis
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017 - 3.11 has both
-    timer = "hyperfine" if shutil.which("hyperfine") else "built-in (hyperfine not installed)"
     return [
         f"- Date: {now}; commit {commit}{dirty}",
         (f"- Machine: {cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}; "
          f"1-minute load average at start {load_at_start}"),
         (f"- Python {platform.python_version()} ({cli.interpreter}); uvicorn {version('uvicorn')}, "
          f"uvloop {version('uvloop')}, httptools {version('httptools')}"),
-        f"- Load generator: {gen.version}; CLI timer: {timer}",
+        f"- Load generator: {gen.version}; systemd-socket-activate: {shutil.which('systemd-socket-activate') or 'absent'}",
     ]
 
 
@@ -719,30 +822,48 @@ def verdict(ok: bool) -> str:
     return "pass" if ok else "**FAIL**"
 
 
-def render_targets(loads: LoadRun, fifty: FiftyProfiles, startup: Startup) -> list[str]:
+def render_targets(loads: LoadRun, fifty: FiftyProfiles, startup: Startup, cold: ColdStart) -> list[str]:
     e32 = next(load for load in loads.endpoint if load.clients == 32)
     b32 = next(load for load in loads.baseline if load.clients == 32)
     ratio32 = e32.rps / b32.rps if b32.rps else 0.0
     startup_median = statistics.median(startup.seconds)
-    cli_factor = fifty.cli_s / fifty.python_s if fifty.python_s else 0.0
     errors = sum(load.non_2xx + load.socket_errors for load in loads.endpoint)
-    stand_in = " (stand-in)" if fifty.cli_note else ""
-    return [
-        "## Targets (issue 7)", "",
+    lines = [
+        "## Targets (issues 7 and 15)", "",
         row("check", "measured", "target", "result"), row("---", "---", "---", "---"),
         row("endpoint req/s / baseline req/s, 32 clients", f"{ratio32:.3f}", f">= {TARGET_RATIO_AT_32:.2f}",
             verdict(ratio32 >= TARGET_RATIO_AT_32)),
         row("endpoint p99, 32 clients", f"{fmt_ms(e32.p99_ms)} ms", f"< {TARGET_P99_MS_AT_32:g} ms",
             verdict(e32.p99_ms < TARGET_P99_MS_AT_32)),
+    ]
+    if cold.answer and cold.ok:
+        answer, ok = statistics.median(cold.answer), statistics.median(cold.ok)
+        lines += [
+            row(f"socket-activated: first connect to first answer, median of {len(cold.answer)}", f"{answer:.3f} s",
+                f"<= {TARGET_COLD_ANSWER_MEDIAN_S:.2f} s", verdict(answer <= TARGET_COLD_ANSWER_MEDIAN_S)),
+            row("socket-activated: first connect to first answer, worst", f"{max(cold.answer):.3f} s",
+                f"<= {TARGET_COLD_ANSWER_WORST_S:.2f} s", verdict(max(cold.answer) <= TARGET_COLD_ANSWER_WORST_S)),
+            row(f"socket-activated: first connect to first 200 (one AssumeRole), median of {len(cold.ok)}",
+                f"{ok:.3f} s", f"<= {TARGET_COLD_200_MEDIAN_S:.2f} s", verdict(ok <= TARGET_COLD_200_MEDIAN_S)),
+        ]
+    else:
+        lines.append(row("socket-activated cold start", "not measured", f"<= {TARGET_COLD_ANSWER_MEDIAN_S:.2f} s",
+                         "**FAIL** (not measured)"))
+    lines += [
         row(f"exec to first served request (median of {len(startup.seconds)})", f"{startup_median:.3f} s",
             f"< {TARGET_STARTUP_S:g} s", verdict(startup_median < TARGET_STARTUP_S)),
+        row("daemon RSS after start (none logged in)", mib(fifty.rss_idle_mib), f"<= {TARGET_RSS_IDLE_MIB:g} MiB",
+            verdict(fifty.rss_idle_mib <= TARGET_RSS_IDLE_MIB)),
         row(f"daemon RSS, {fifty.served} profiles logged in", mib(fifty.rss_mib),
-            f"< {TARGET_RSS_MIB:g} MiB", verdict(fifty.rss_mib < TARGET_RSS_MIB)),
-        row(f"{fifty.cli_label} / `python -c pass`", f"{cli_factor:.1f}x", f"<= {TARGET_CLI_FACTOR:g}x",
-            verdict(cli_factor <= TARGET_CLI_FACTOR) + stand_in),
-        row("endpoint non-2xx + socket errors under load", errors, 0, verdict(errors == 0)),
-        "",
+            f"<= {TARGET_RSS_MIB:g} MiB", verdict(fifty.rss_mib <= TARGET_RSS_MIB)),
     ]
+    for timing in fifty.cli:
+        factor = timing.seconds / fifty.python_s if fifty.python_s else 0.0
+        target = TARGET_CLI_FACTORS[timing.name]
+        lines.append(row(f"{timing.label} / `python -c pass`", f"{factor:.2f}x", f"<= {target:g}x",
+                         verdict(factor <= target)))
+    lines += [row("endpoint non-2xx + socket errors under load", errors, 0, verdict(errors == 0)), ""]
+    return lines
 
 
 def render_load(seconds: float, loads: LoadRun) -> list[str]:
@@ -779,31 +900,44 @@ def render_load(seconds: float, loads: LoadRun) -> list[str]:
     return lines
 
 
-def render_other(fifty: FiftyProfiles, startup: Startup) -> list[str]:
+def render_other(fifty: FiftyProfiles, startup: Startup, cold: ColdStart) -> list[str]:
     median = statistics.median(startup.seconds)
     statuses = ", ".join(sorted({str(s) for s in startup.statuses}))
-    return [
+    lines = [
         "## Startup, memory, CLI", "",
         row("measurement", "value", "notes"), row("---", "---", "---"),
+    ]
+    for seconds, what in ((cold.answer, "first answer (HTTP 403: a fresh daemon holds no session)"),
+                          (cold.ok, f"first 200 for `{SOLO_PROFILE}` (one AssumeRole, no MFA)")):
+        if seconds:
+            lines.append(row(f"socket-activated: first connect to {what.split(' (')[0]}",
+                             f"median {statistics.median(seconds):.3f} s (min {min(seconds):.3f}, max {max(seconds):.3f})",
+                             (f"{len(seconds)} runs alternating with the other kind; systemd-socket-activate holds "
+                              f"127.0.0.1:PORT and control.sock, the connect starts `rolebroker serve`; {what}; other "
+                              f"processes used {cold.disturbance.other_cores:.2f} cores meanwhile")))
+    lines += [
         row("exec `rolebroker serve` to first served request",
             f"median {median:.3f} s (min {min(startup.seconds):.3f}, max {max(startup.seconds):.3f})",
             (f"{len(startup.seconds)} runs, {PROFILE_COUNT}-profile config; the first answer is HTTP {statuses} "
              "(a fresh daemon holds no session: 403 LoginRequired is a served request); other processes used "
              f"{startup.disturbance.other_cores:.2f} cores meanwhile")),
-        row("daemon RSS before login", mib(fifty.rss_idle_mib),
-            f"{PROFILE_COUNT} profiles configured, none logged in"),
+        row("daemon RSS after start", mib(fifty.rss_idle_mib),
+            f"{PROFILE_COUNT} profiles configured, none logged in, one credentials request answered"),
         row(f"daemon RSS, {fifty.served} profiles with credentials",
             f"{mib(fifty.rss_mib)}; peak {mib(fifty.hwm_mib)}",
-            "after one `rolebroker login`; VmRSS / VmHWM from /proc"),
-        row(fifty.cli_label, f"{fifty.cli_s * 1000:.1f} ms",
-            (f"{fifty.cli_note or 'against the 50-profile daemon'}; {fifty.timer}; other processes used "
-             f"{fifty.disturbance.other_cores:.2f} cores during this phase")),
-        row("`python -c pass`", f"{fifty.python_s * 1000:.1f} ms", "the interpreter the CLI runs on"),
-        "",
+            "after one `rolebroker login` and `status` calls; VmRSS / VmHWM from /proc"),
     ]
+    for timing in fifty.cli:
+        exit_note = f", exits {timing.exit_code}" if timing.exit_code else ""
+        lines.append(row(timing.label, f"{timing.seconds * 1000:.1f} ms",
+                         (f"against the 50-profile daemon{exit_note}; {fifty.timer}; other processes used "
+                          f"{fifty.disturbance.other_cores:.2f} cores during this phase")))
+    lines += [row("`python -c pass`", f"{fifty.python_s * 1000:.1f} ms", "the interpreter the CLI runs on, in the same rounds"),
+              ""]
+    return lines
 
 
-def render_notes(loads: LoadRun, fifty: FiftyProfiles, startup: Startup,
+def render_notes(loads: LoadRun, fifty: FiftyProfiles, startup: Startup, cold: ColdStart,
                  gen: LoadGenerator) -> list[str]:
     notes = []
     for load in loads.endpoint + loads.baseline:
@@ -821,12 +955,13 @@ def render_notes(loads: LoadRun, fifty: FiftyProfiles, startup: Startup,
         why = WRK_INSTALL_HINT if not shutil.which("wrk") else "chosen with --loadgen python"
         notes.append(f"load from the Python fallback generator: absolute numbers are a lower bound ({why})")
     for phase, disturbance in (("the memory and CLI phase", fifty.disturbance),
-                               ("the startup runs", startup.disturbance)):
+                               ("the startup runs", startup.disturbance),
+                               ("the socket-activated cold starts", cold.disturbance)):
         if disturbance.other_cores > OTHER_CPU_WARNING:
             notes.append(f"other processes used {disturbance.other_cores:.2f} cores on average during {phase}: "
                          "its timings are disturbed, rerun on a quiet machine")
-    if fifty.cli_note:
-        notes.append(fifty.cli_note)
+    if cold.missing:
+        notes.append(cold.missing)
     if any(s >= 500 for s in startup.statuses):
         notes.append(f"the startup probe got HTTP {sorted(set(startup.statuses))}")
     lines = ["## Notes", ""]
@@ -837,12 +972,12 @@ def render_notes(loads: LoadRun, fifty: FiftyProfiles, startup: Startup,
 
 
 def render(machine: list[str], seconds: float, loads: LoadRun, fifty: FiftyProfiles, startup: Startup,
-           gen: LoadGenerator) -> str:
+           cold: ColdStart, gen: LoadGenerator) -> str:
     lines = ["# rolebroker benchmark", "", *machine, ""]
-    lines += render_targets(loads, fifty, startup)
+    lines += render_targets(loads, fifty, startup, cold)
     lines += render_load(seconds, loads)
-    lines += render_other(fifty, startup)
-    lines += render_notes(loads, fifty, startup, gen)
+    lines += render_other(fifty, startup, cold)
+    lines += render_notes(loads, fifty, startup, cold, gen)
     return "\n".join(lines) + "\n"
 
 
@@ -871,6 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds = 2.0 if args.quick else 5.0
     startup_runs = 3 if args.quick else 7
+    cold_runs = 3 if args.quick else 9  # of each kind
     cli_runs = 10 if args.quick else 20
     load_rounds = 1 if args.quick else 3
     load_at_start = load_average()
@@ -887,8 +1023,9 @@ def main(argv: list[str] | None = None) -> int:
             loads = bench_load(cli, gen, seconds, load_rounds, work, logs)
             fifty = bench_fifty_profiles(cli, cli_runs, work, logs, stack)
             startup = bench_startup(cli, fifty, startup_runs, logs)
+            cold = bench_cold_start(cli, fifty, cold_runs, logs)
             machine = machine_description(gen, cli, load_at_start)
-            report = render(machine, seconds, loads, fifty, startup, gen)
+            report = render(machine, seconds, loads, fifty, startup, cold, gen)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

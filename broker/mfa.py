@@ -5,7 +5,6 @@ command). Its output is never logged: a code is a secret for its 30 seconds."""
 from __future__ import annotations
 
 import re
-import subprocess
 
 from broker.errors import MfaProcessFailed
 
@@ -16,6 +15,7 @@ PROCESS_TIMEOUT = 60.0
 
 def run_mfa_process(command: str, profile: str, timeout: float = PROCESS_TIMEOUT) -> str:
     """Run the user's command through the shell (pipes are common there) and return the code."""
+    import subprocess  # here, not above: the CLI imports this module for normalize_code
     try:
         result = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
                                 timeout=timeout, stdin=subprocess.DEVNULL)

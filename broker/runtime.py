@@ -7,9 +7,14 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
-from typing import Any
+
+# Not `from typing import TYPE_CHECKING`: importing typing costs `credential-process` about a
+# tenth of an interpreter start, for names only the type checker reads (annotations are
+# strings here). mypy and ruff treat a constant of this name the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # The documented default port on 127.0.0.1 (and the systemd socket unit's).
 DEFAULT_PORT = 9911
@@ -45,6 +50,8 @@ def runtime_dir() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "rolebroker"
+    import tempfile  # here, not at the top: the CLI's fast paths import this module
+
     return Path(tempfile.gettempdir()) / f"rolebroker-{os.getuid()}"
 
 
@@ -89,6 +96,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = Fal
     """Write a file whole or not at all (a reader never sees half of it). The temporary file
     is 0600 from its first byte, so a secret is never readable by others, even for a moment.
     `durable`: on disk before this returns (a crash or power cut cannot undo it)."""
+    import tempfile
+
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         if mode != 0o600:

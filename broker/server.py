@@ -19,7 +19,6 @@ from typing import Any
 import uvicorn
 
 from broker import __version__
-from broker.api import build_control_api
 from broker.attention import Attention
 from broker.channel import bind_control_socket, is_unix, with_peer_credentials
 from broker.clock import Clock, SystemClock
@@ -29,6 +28,7 @@ from broker.configfiles import ConfigFileError
 from broker.keyring_sessions import DaemonKeyring
 from broker.keystore import index_path, read_index
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
+from broker.lazyapp import LazyApp
 from broker.leases import TokenLeases
 from broker.names import PROFILE_NAME_CHARS
 from broker.notify import desktop_notifier
@@ -133,11 +133,10 @@ class Daemon:
         self.tokens = TokenStore(settings.state_dir / "tokens.json", self.clock.now)
         self.leases = TokenLeases(self.tokens)
         self.leases.sweep()  # tokens of `exec` commands that ended while no daemon ran
-        control_api = build_control_api(self.sessions, self.tokens, self.describe_env, self.reload,
-                                        lambda: self.config_error, self.leases)
+        self.control_api = LazyApp(self._build_control_api)
         self.refusals = RefusalLog(settings.limits.summary_interval)
         throttle = FailureThrottle(self.clock.now, self.refusals, settings.limits.failing_requests_per_peer)
-        endpoint = CredentialsEndpoint(self.sessions, self.tokens, control_api, throttle.hold,
+        endpoint = CredentialsEndpoint(self.sessions, self.tokens, self.control_api, throttle.hold,
                                        lambda scope, what, detail: self.refusals.note(scope_peer(scope), what, detail))
         self._lock_fd: int | None = None
         self._own_socket: tuple[int, int] | None = None  # (st_dev, st_ino) of the control socket we made
@@ -147,6 +146,13 @@ class Daemon:
         self.port = settings.port
         self.server: uvicorn.Server | None = None
         self._stop_requested = False
+
+    def _build_control_api(self) -> Any:
+        # FastAPI and pydantic load with the first control request (see broker.lazyapp).
+        from broker.api import build_control_api
+
+        return build_control_api(self.sessions, self.tokens, self.describe_env, self.reload,
+                                 lambda: self.config_error, self.leases)
 
     # ---- configuration ----------------------------------------------------------------
 

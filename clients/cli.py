@@ -8,7 +8,6 @@ import os
 import shlex
 import sys
 import time
-from typing import Any
 from collections.abc import Sequence
 
 
@@ -17,12 +16,16 @@ from broker.mfa import normalize_code
 from broker.names import PROFILE_NAME, PROFILE_NAME_RULE
 from broker.runtime import DEFAULT_PORT, configured_port
 from clients.daemon_client import DaemonClient, DaemonError
-from clients.durations import parse_duration
+from clients.durations import ENV_TOKEN_TTL, parse_duration
 from clients.envfmt import FORMATS
-from clients.status_view import cmd_status, duration_text, local_time
-from clients.token_cmds import cmd_reload, cmd_token_create, cmd_token_list, cmd_token_revoke
-from clients.env_cmds import ENV_TOKEN_TTL, cmd_env, cmd_exec, write_token_file  # noqa: F401 (tests)
 from clients.prompt import LoginCancelled, live_until, login_interactively, session_state
+
+# typing is for the type checker only (annotations are strings here): importing it would cost
+# every call about a tenth of an interpreter start. mypy and ruff read this name as typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def profile_name(text: str) -> str:
     """argparse type: the daemon serves only names it can put in a URL path segment."""
@@ -90,8 +93,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by the pipe
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse builds a help formatter for every argument it adds (to check its metavar), and
+    each asks shutil for the terminal's width: importing shutil (with bz2, lzma and zlib) on
+    every call of every command. os.get_terminal_size gives the same width without them.
+    Subparsers are made of the parent's class, so they all format this way."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # -2: what HelpFormatter takes off the width it asks shutil for.
+        return self.formatter_class(prog=self.prog, width=_terminal_width() - 2)  # type: ignore[call-arg]
+
+
+def _terminal_width() -> int:
+    """shutil.get_terminal_size().columns: $COLUMNS, else the terminal's, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rolebroker",
         description="Local AWS credential broker: one MFA code a day, role credentials for every tool.",
     )
@@ -191,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     completion.set_defaults(handler=cmd_completion)
 
     docker = commands.add_parser("docker", help="put 169.254.170.2 on this machine for bridged containers (root)")
-    from clients.docker_link import add_arguments as add_docker_arguments  # standard library only
+    from clients.docker_args import add_arguments as add_docker_arguments  # not docker_link: its imports are slow
 
     add_docker_arguments(docker)
     docker.set_defaults(handler=cmd_docker)
@@ -199,6 +227,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- serve ------------------------------------------------------------------------------
+
+# The commands living in modules of their own load with their command only: every CLI call
+# pays for the imports at the top of this file, so they stay few.
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from clients.env_cmds import cmd_env as run
+
+    return run(args)
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from clients.env_cmds import cmd_exec as run
+
+    return run(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from clients.status_view import cmd_status as run
+
+    return run(args)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from clients.token_cmds import cmd_reload as run
+
+    return run(args)
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from clients.token_cmds import cmd_token_create as run
+
+    return run(args)
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from clients.token_cmds import cmd_token_list as run
+
+    return run(args)
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from clients.token_cmds import cmd_token_revoke as run
+
+    return run(args)
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from broker.main import serve  # the only path that imports the daemon's stack
@@ -255,7 +328,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     if until is not None and not args.force:
         # No code is spent on a session with hours left (codes are scarce: one per 30 s).
         print(f"{args.profile} is logged in already: MFA session {state['mfa_session']} valid until "
-              f"{local_time(until)} ({duration_text(until - time.time())}). "
+              f"{_local_time(until)} ({_duration_text(until - time.time())}). "
               f"`rolebroker login {shlex.quote(args.profile)} --force` starts a new one.")
         return 0
     try:
@@ -279,8 +352,8 @@ def cmd_login(args: argparse.Namespace) -> int:
         print(f"{args.profile} needs no MFA code: it is served as soon as a client asks.")
         return 0
     expires = result["session_expires_at"]
-    print(f"Logged in: MFA session {result['session']} valid until {local_time(expires)} "
-          f"({duration_text(expires - time.time())}).")
+    print(f"Logged in: MFA session {result['session']} valid until {_local_time(expires)} "
+          f"({_duration_text(expires - time.time())}).")
     print(f"Profiles served by it: {', '.join(result['profiles'])}")
     if result.get("warm_error"):
         print(f"warning: {args.profile}: {result['warm_error']}", file=sys.stderr)
@@ -303,6 +376,18 @@ def cmd_credential_process(args: argparse.Namespace) -> int:
     from clients.credential_process import main as credential_process
 
     return credential_process(args.profile)
+
+
+def _duration_text(seconds: float) -> str:
+    from clients.status_view import duration_text
+
+    return duration_text(seconds)
+
+
+def _local_time(epoch: float) -> str:
+    from clients.status_view import local_time
+
+    return local_time(epoch)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,29 @@ of our own uid.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
 import stat
 import struct
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 # broker.runtime is standard library only: importing it keeps the CLI fast.
 from broker.runtime import CONTROL_SOCKET, runtime_dir
+
+# Not `from typing import TYPE_CHECKING`: importing typing costs `credential-process` about a
+# tenth of an interpreter start, for names only the type checker reads (annotations are
+# strings here). mypy and ruff treat a constant of this name the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# One request per connection, spoken by hand: http.client imports ssl and the email package,
+# about as much CPU as the rest of a `credential-process` call. The daemon is uvicorn; every
+# answer it gives carries a Content-Length (chunked is read too), and `Connection: close`
+# makes the end of the stream the end of the answer.
+MAX_ANSWER = 16 * 1024 * 1024
 
 NOT_RUNNING = ("the rolebroker daemon is not running: start it with `rolebroker serve` "
                "(or `rolebroker service install` for a systemd user service)")
@@ -45,26 +56,82 @@ def check_private(path: Path, kind: str) -> None:
                           "remove it and restart the daemon (or set ROLEBROKER_RUNTIME_DIR)", "NotTrusted")
 
 
-class ControlConnection(http.client.HTTPConnection):
-    """HTTP/1.1 over the control socket, refusing a listener of another uid."""
+def connect_control(path: Path, timeout: float) -> socket.socket:
+    """A connection to the control socket, refused unless a process of our own uid listens."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except BaseException:
+        sock.close()
+        raise
+    if uid != os.getuid():
+        sock.close()
+        raise DaemonError(f"{path} is served by uid {uid}, not by you: not trusted", "NotTrusted")
+    return sock
 
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("rolebroker", timeout=timeout)
-        self.socket_path = path
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+def exchange(sock: socket.socket, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+    """Send one HTTP/1.1 request; return the status and the body of the answer."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: rolebroker\r\nConnection: close\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    sock.sendall(head.encode("latin-1") + b"\r\n" + (body or b""))
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise DaemonError("the daemon's answer is too large")
+    return parse_answer(b"".join(chunks))
+
+
+def parse_answer(raw: bytes) -> tuple[int, bytes]:
+    header, separator, rest = raw.partition(b"\r\n\r\n")
+    lines = header.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if not separator or len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise DaemonError("the daemon's answer is not HTTP")
+    fields: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip()
+    if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+        return int(parts[1]), _dechunk(rest)
+    length = fields.get(b"content-length")
+    if length is not None:
+        if not length.isdigit() or int(length) > len(rest):
+            raise DaemonError("the daemon's answer ended early")
+        rest = rest[:int(length)]
+    return int(parts[1]), rest
+
+
+def _dechunk(data: bytes) -> bytes:
+    body: list[bytes] = []
+    while True:
+        size_line, separator, data = data.partition(b"\r\n")
         try:
-            sock.connect(str(self.socket_path))
-            _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        except BaseException:
-            sock.close()
-            raise
-        if uid != os.getuid():
-            sock.close()
-            raise DaemonError(f"{self.socket_path} is served by uid {uid}, not by you: not trusted", "NotTrusted")
-        self.sock = sock
+            size = int(size_line.split(b";")[0], 16)
+        except ValueError:
+            raise DaemonError("the daemon's answer is not HTTP") from None
+        if not separator or len(data) < size:
+            raise DaemonError("the daemon's answer ended early")
+        if size == 0:
+            return b"".join(body)
+        body.append(data[:size])
+        data = data[size + 2:]
+
+
+def __getattr__(name: str) -> Any:
+    # http.client's connection class over the control socket, for code that wants a whole
+    # HTTP client (the tests); made on first use so the CLI never imports http.client.
+    if name == "ControlConnection":
+        from clients.control_connection import ControlConnection
+
+        return ControlConnection
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class DaemonClient:
@@ -82,16 +149,10 @@ class DaemonClient:
         self.timeout = timeout
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        connection = ControlConnection(self.socket_path, self.timeout)
-        headers = {}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+        payload = json.dumps(body).encode() if body is not None else None
         try:
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
+            with connect_control(self.socket_path, self.timeout) as sock:
+                status, raw = exchange(sock, method, path, payload)
         except (ConnectionRefusedError, FileNotFoundError):
             # A socket file with nobody behind it: the daemon was killed without cleaning up.
             raise DaemonError(NOT_RUNNING, "NotRunning") from None
@@ -100,15 +161,13 @@ class DaemonClient:
         except OSError as exc:
             raise DaemonError(f"cannot talk to the daemon at {self.socket_path}: {exc.strerror or exc}",
                               "NotRunning") from None
-        finally:
-            connection.close()
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
-            raise DaemonError(f"the daemon answered {response.status} with a body that is not JSON") from None
-        if response.status >= 400:
-            message = data.get("message") or data.get("detail") or f"the daemon answered HTTP {response.status}"
-            raise DaemonError(str(message), str(data.get("code", "Error")), response.status)
+            raise DaemonError(f"the daemon answered {status} with a body that is not JSON") from None
+        if status >= 400:
+            message = data.get("message") or data.get("detail") or f"the daemon answered HTTP {status}"
+            raise DaemonError(str(message), str(data.get("code", "Error")), status)
         return data
 
     def credentials(self, profile: str) -> Any:

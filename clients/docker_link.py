@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from broker.runtime import DEFAULT_PORT, configured_port
+# The options live in their own module: `rolebroker` builds its whole parser on every call,
+# and this module's imports (dataclasses, subprocess) would cost each call more than argparse.
+from clients.docker_args import DEFAULT_ADDRESS, add_arguments
+from clients.docker_args import DEFAULT_INTERFACE as DEFAULT_INTERFACE  # re-exported: tests, scripts
+from clients.docker_args import LINK_LOCAL_ADDRESSES as LINK_LOCAL_ADDRESSES
 
-DEFAULT_ADDRESS = "169.254.170.2"
-DEFAULT_INTERFACE = "rolebroker0"
-# Keep in step with broker.server.LINK_LOCAL_ADDRESSES: the plain-http addresses every SDK
-# accepts besides loopback. Any other address would be useless to the SDKs.
-LINK_LOCAL_ADDRESSES = ("169.254.170.2", "169.254.170.23", "fd00:ec2::23")
 LOOPBACK = "lo"
 IP_TIMEOUT = 30.0
 # Linux interface names (and address labels) are at most 15 bytes (IFNAMSIZ - 1).
@@ -67,21 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rolebroker docker", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Shared by `rolebroker docker` (clients/cli.py) and this module's own main()."""
-    parser.add_argument("action", choices=["setup", "teardown", "status"],
-                        help="setup: add the address (root, idempotent); teardown: remove it; "
-                             "status: is it there, and does the daemon listen on it")
-    parser.add_argument("--address", default=DEFAULT_ADDRESS, choices=LINK_LOCAL_ADDRESSES,
-                        help=f"the link-local address the SDKs accept (default {DEFAULT_ADDRESS})")
-    parser.add_argument("--interface", default=DEFAULT_INTERFACE, metavar="NAME",
-                        help=f"dummy link to create (default {DEFAULT_INTERFACE}); `lo` puts the "
-                             "address on the loopback link instead")
-    parser.add_argument("--port", type=int, default=configured_port(),
-                        help=f"the daemon's port, for the printed next steps "
-                             f"(default $ROLEBROKER_PORT or {DEFAULT_PORT})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+# How long a token from `env` lives unless --ttl says otherwise.
+ENV_TOKEN_TTL = 7 * 86400
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
 

@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from broker.names import token_name_part
 from broker.runtime import write_atomic
 from clients.daemon_client import DaemonClient, DaemonError
+from clients.durations import ENV_TOKEN_TTL
 from clients.envfmt import FORMATS
-from clients.envvars import RELATIVE_VARIABLE, TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, environment_for
+from clients.envvars import (
+    RELATIVE_VARIABLE, TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, environment_for,
+)
 from clients.prompt import LoginCancelled, ensure_logged_in
 
-ENV_TOKEN_TTL = 7 * 86400
-
+# typing is for the type checker only (annotations are strings here): see cli.py.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | None, target: str = "host",
                        reuse: bool = False, bind_to_caller: bool = False) -> dict[str, Any]:
@@ -138,6 +140,9 @@ def write_token_file(path: str, token: str) -> None:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    import signal  # here: `env` shares this module and needs neither
+    import subprocess
+
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]

@@ -13,10 +13,14 @@ import re
 import shlex
 from urllib.parse import quote
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from broker.names import PROFILE_NAME
+
+# typing is for the type checker only: env runs at every shell start of some users, and the
+# import costs a tenth of an interpreter start. mypy and ruff read this name as typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ENDPOINT_VARIABLE = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
 RELATIVE_VARIABLE = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
@@ -64,16 +68,19 @@ def _expect(ok: bool, what: str) -> None:
         raise UntrustedAnswer(f"the daemon's answer has an unexpected {what}; nothing was printed")
 
 
-@dataclass
 class ClientEnvironment:
     """What points a process at the broker: variables to set and unset, what that hides from
     the user and why (for stderr), and the stand-in AWS config to write, if any, at the path
-    in set_vars[AWS_CONFIG_FILE]."""
+    in set_vars[AWS_CONFIG_FILE]. (A plain class: dataclasses costs `env` its import.)"""
 
-    set_vars: dict[str, str]
-    unset: list[str]
-    notices: list[str] = field(default_factory=list)
-    config_text: str | None = None
+    __slots__ = ("set_vars", "unset", "notices", "config_text")
+
+    def __init__(self, set_vars: dict[str, str], unset: list[str], notices: list[str] | None = None,
+                 config_text: str | None = None) -> None:
+        self.set_vars = set_vars
+        self.unset = unset
+        self.notices: list[str] = notices if notices is not None else []
+        self.config_text = config_text
 
 
 def variables_for(described: Mapping[str, Any], token: str) -> tuple[dict[str, str], list[str]]:

@@ -81,10 +81,10 @@ class RecordingSts(StsDouble):
         return self
 
     def _handle(self, form: dict[str, str], authorization: str | None,
-                token: str | None) -> tuple[int, bytes, str] | None:
+                token: str | None, signed: sts_double.SignedRequest | None = None) -> tuple[int, bytes, str] | None:
         with self._one_at_a_time:  # so the call the double logs is this request's
             before = len(self.calls)
-            reply = super()._handle(form, authorization, token)
+            reply = super()._handle(form, authorization, token, signed)
             with self._lock:
                 call = self.calls[before] if len(self.calls) > before else None
                 if call is not None:

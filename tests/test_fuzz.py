@@ -39,7 +39,7 @@ FUZZ = settings(max_examples=50, deadline=None, database=None, phases=[Phase.gen
 def control_app_schema(broker: Broker) -> dict[str, Any]:
     """The OpenAPI document of the running daemon's control API."""
     guard = broker.daemon.app
-    return guard.app.fallback.openapi()  # type: ignore[attr-defined, no-any-return]
+    return guard.app.fallback.load().openapi()  # type: ignore[attr-defined, no-any-return]
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import pytest
 from broker.guard import MAX_BODY, MAX_HEADER_VALUE, FailureThrottle
 from broker.runtime import CONTROL_SOCKET, DAEMON_FILE
 from broker.tokens import TOKEN_PREFIX, new_token
-from clients.cli import write_token_file
+from clients.env_cmds import write_token_file
 from clients.daemon_client import ControlConnection, DaemonError
 from tests.harness import ALICE_SECRET, Broker, start_broker
 
