@@ -531,7 +531,7 @@ BENCH_KEY_ID, BENCH_SECRET = "AKIABENCH00000000001", "bench/secret/that/only/the
 def fifty_profile_identities() -> tuple[list[Any], list[Any]]:
     """One IAM user behind a demo MFA device (any 6-digit code, once), 50 MFA roles, and
     one role without MFA (the last)."""
-    from broker.sts_double import IamUser, MfaDevice, Role
+    from broker.sts_world import IamUser, MfaDevice, Role
 
     user = IamUser(BENCH_KEY_ID, BENCH_SECRET, f"arn:aws:iam::{BENCH_ACCOUNT}:user/bench-user",
                    MfaDevice(BENCH_SERIAL, totp_secret=None))

@@ -16,7 +16,7 @@ import logging
 import shlex
 from collections.abc import Callable
 
-from broker.config import DirectSource, MfaSessionKey, SessionSource
+from broker.plans import DirectSource, MfaSessionKey, SessionSource
 from broker.errors import BrokerError, MfaCodeRejected, MfaProcessFailed
 from broker.history import clock_time
 from broker.mfa import normalize_code

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker.clock import Clock
-from broker.config import MfaSource
+from broker.plans import MfaSource
 from broker.errors import MfaCodeNotReady
 from broker.mfa import next_window, run_mfa_process
 

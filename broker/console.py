@@ -21,7 +21,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from broker.config import DirectSource, RolePlan, SessionPlan, StaticSource
+from broker.plans import DirectSource, RolePlan, SessionPlan, StaticSource
 from broker.errors import BrokerError, CredentialsPending, StsUnavailable
 from broker.models import Credentials
 from broker.sessions import SessionManager

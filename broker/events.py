@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from broker.config import MfaSessionKey
+from broker.plans import MfaSessionKey
 from broker.errors import BrokerError
 
 

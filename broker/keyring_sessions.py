@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from broker.config import KeyringKeys, LongTermKeys, MfaSessionKey
+from broker.plans import KeyringKeys, LongTermKeys, MfaSessionKey
 from broker.errors import BrokerError, ProfileConfigError
 from broker.keystore import KeyringUnavailable, KeyringWorker, KeyStore, OsKeyring
 from broker.models import Credentials, StaticKeys

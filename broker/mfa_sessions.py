@@ -19,7 +19,7 @@ from cachetools import TLRUCache
 from broker import topology
 from broker.clock import Clock
 from broker.codes import MfaCodes, Runner
-from broker.config import MfaSessionKey, ProfilePlan, SessionSource
+from broker.plans import MfaSessionKey, ProfilePlan, SessionSource
 from broker.errors import BrokerError, LoginRequired, login_hint
 from broker.events import SessionEvents
 from broker.history import SessionHistory, describe_end

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import json
 import logging
 import os
-import re
 import signal
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -30,7 +29,6 @@ from broker.keystore import index_path, read_index
 from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
 from broker.lazyapp import LazyApp
 from broker.leases import TokenLeases
-from broker.names import PROFILE_NAME_CHARS
 from broker.notify import desktop_notifier
 from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
 from broker.limits import Limits, uvicorn_options
@@ -45,32 +43,9 @@ from broker.tokens import TokenStore
 
 log = logging.getLogger("rolebroker")
 
-CREDENTIAL_KEYS = ("aws_access_key_id", "role_arn", "credential_process", "credential_source",
-                   "sso_session", "sso_start_url", "web_identity_token_file", "login_session")
-
 # A config read that takes longer is stuck (a hung mount): the last good config stays.
 CONFIG_READ_TIMEOUT = 5.0
 FileStamps = tuple[tuple[int, int, int] | None, ...]
-
-
-# A profile that asks rolebroker itself (the README's `credential_process` profile for IDEs).
-_BROKER_PROCESS = re.compile(r"(?:\S*/)?rolebroker credential-process (" + PROFILE_NAME_CHARS + ")")
-
-
-def _broker_process(section: Any) -> str | None:
-    """The profile a `credential_process = rolebroker credential-process NAME` line asks for."""
-    value = section.get("credential_process") if isinstance(section, Mapping) else None
-    match = _BROKER_PROCESS.fullmatch(value.strip()) if isinstance(value, str) else None
-    return match.group(1) if match else None
-
-
-def _has_credentials(section: Any) -> bool:
-    return isinstance(section, Mapping) and any(key in section for key in CREDENTIAL_KEYS)
-
-
-def _region_of(section: Any) -> str | None:
-    region = section.get("region") if isinstance(section, Mapping) else None
-    return region if isinstance(region, str) and region else None
 
 
 class PortInUse(Exception):
@@ -151,7 +126,9 @@ class Daemon:
         # FastAPI and pydantic load with the first control request (see broker.lazyapp).
         from broker.api import build_control_api
 
-        return build_control_api(self.sessions, self.tokens, self.describe_env, self.reload,
+        from broker.client_facts import describe_env
+
+        return build_control_api(self.sessions, self.tokens, functools.partial(describe_env, self), self.reload,
                                  lambda: self.config_error, self.leases)
 
     # ---- configuration ----------------------------------------------------------------
@@ -275,48 +252,6 @@ class Daemon:
             if address in LINK_LOCAL_ADDRESSES:
                 return address, port
         return None
-
-    def describe_env(self, profile: str, target: str = "host") -> dict[str, Any]:
-        """Facts a client needs to point a process at this profile. The CLI turns them into
-        variables from a fixed list of its own: the daemon never names a variable."""
-        plan = self.sessions.plan(profile)
-        url = self.endpoint_url(profile)
-        notes: list[str] = []
-        if target == "docker":
-            listener = self.container_listener()
-            if listener is not None:
-                url = self.endpoint_url(profile, *listener)
-            else:
-                notes.append("the daemon has no link-local listener, so only `docker run --network host` "
-                             "containers can reach it; or run `sudo rolebroker docker setup` and restart the "
-                             "daemon with `--listen 169.254.170.2:PORT`")
-        raw = self.sessions.config.raw_profiles
-        default = raw.get("default", {})
-        return {
-            "profile": profile,
-            "target": target,
-            "endpoint_url": url,
-            "region": plan.region,
-            # A [default] profile with credentials outranks the container provider in every SDK.
-            "default_profile_has_credentials": _has_credentials(default),
-            # The region the default chain sees without any variable (the client decides whether
-            # exporting this profile's region is needed).
-            "default_region": _region_of(default),
-            # The user's other profiles, for a client that must hide [default] without hiding them.
-            "other_profiles": [self._describe_other(name, section) for name, section in sorted(raw.items())
-                               if name != "default"],
-            "no_proxy": [address for address, _ in self.listeners],
-            # The demo points its clients at its embedded STS.
-            "sts_endpoint_url": self.settings.client_env.get("AWS_ENDPOINT_URL_STS"),
-            "notes": notes,
-        }
-
-    def _describe_other(self, name: str, section: Any) -> dict[str, Any]:
-        plan = self.sessions.config.plans.get(name)
-        return {"name": name, "served": plan is not None, "has_credentials": _has_credentials(section),
-                # A served profile's region as the broker resolves it (a role inherits its source's).
-                "region": plan.region if plan is not None and plan.region else _region_of(section),
-                "broker_process": _broker_process(section)}
 
     # ---- serving ----------------------------------------------------------------------
 

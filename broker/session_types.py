@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from broker.config import MfaSessionKey
+from broker.plans import MfaSessionKey
 from broker.errors import BrokerError
 from broker.models import Credentials
 from broker.wire import Message

@@ -20,37 +20,32 @@ from collections.abc import Awaitable, Callable
 from cachetools import TLRUCache
 
 from broker.clock import Clock
-from broker.config import (
-    CHAINED_ROLE_CAP_SECONDS,
-    BrokerConfig,
+from broker.config import BrokerConfig
+from broker.plans import (
     DirectSource,
     MfaSessionKey,
     MfaSource,
     ProfilePlan,
     RolePlan,
-    RoleSource,
-    SessionPlan,
     SessionSource,
-    Source,
-    StaticSource,
 )
 from broker.errors import (
     BrokerError,
     CredentialsPending,
     LoginRequired,
     ProfileConfigError,
-    StsDenied,
     StsUnavailable,
     UnknownProfile,
     login_hint,
 )
 from broker import topology
 from broker.codes import MfaCodes
+from broker.roles import RoleIssuer
 from broker.events import NoEvents, SessionEvents
 from broker.history import SessionHistory
 from broker.keyring_sessions import DaemonKeyring
 from broker.mfa_sessions import MfaSessions
-from broker.models import Credentials, SourceSecret, is_temporary
+from broker.models import Credentials
 from broker.refresh import RefreshPolicy
 from broker.sts import StsGateway
 from broker.status import profile_rows
@@ -60,8 +55,6 @@ from broker.wire import credentials_body, response_messages
 log = logging.getLogger("rolebroker.sessions")
 T = TypeVar("T")
 MAX_SESSIONS = 4096
-# How long a botocore-resolved source (credential_process, SSO) may take.
-SOURCE_TIMEOUT = 30.0
 
 
 class SessionManager:
@@ -80,9 +73,6 @@ class SessionManager:
         # ~0.1 us. Written together with _roles; expiry is checked on every read all the same.
         self._serving: dict[str, Issued] = {}
         self._state: dict[str, ProfileState] = {}
-        # Profiles whose botocore-resolved source gave temporary credentials: their role is
-        # asked for the one hour STS allows (profile -> the duration asked).
-        self._capped: dict[str, int] = {}
         self._inflight: dict[object, asyncio.Task[object]] = {}
         self._codes = MfaCodes(clock, self._run)
         # Who hears of refused clients, ending sessions and failures (the desktop: attention.py).
@@ -96,6 +86,8 @@ class SessionManager:
         self._generation: dict[str, int] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sts")
         self._source_executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="source")
+        self._roles_issuer = RoleIssuer(sts, clock, self._run, self._mfa, self._codes, lambda: self.keyring,
+                                        lambda: self.config.plans, self._role_credentials, self._source_executor)
 
     # ---- the request path -------------------------------------------------------------
 
@@ -196,7 +188,7 @@ class SessionManager:
         self._serving.pop(name, None)
         self._state.pop(name, None)
         self._generation[name] = self._generation.get(name, 0) + 1
-        self._capped.pop(name, None)
+        self._roles_issuer.forget(name)
         self._inflight.pop(name, None)  # a call already in flight finishes, but stores nothing
 
     async def _obtain(self, plan: ProfilePlan) -> Issued:
@@ -204,7 +196,7 @@ class SessionManager:
         state = self._state.setdefault(plan.name, ProfileState())
         try:
             try:
-                credentials = await self._issue(plan)
+                credentials = await self._roles_issuer.issue(plan)
             except BrokerError:
                 raise
             except Exception as unexpected:  # a helper's odd output, an SDK surprise: still an answer
@@ -255,54 +247,6 @@ class SessionManager:
             self._serving[plan.name] = issued
         return issued
 
-    async def _issue(self, plan: ProfilePlan) -> Credentials:
-        if isinstance(plan, SessionPlan):
-            return await self._mfa.credentials(plan.source, plan.name)
-        if isinstance(plan.source, DirectSource):
-            if not plan.source.mfa_process:
-                raise LoginRequired(f"profile {plan.name!r} uses the direct strategy and its credentials "
-                                    f"have ended: {login_hint(plan.name)}")
-            code = await self._codes.from_process(plan.source, plan.name)
-            return await self._assume_direct(plan, plan.source, code)
-        source = await self._source_secret(plan.source, plan.name)
-        try:
-            return await self._run(self.sts.assume_role, plan.name, source, plan.role_arn,
-                                   self._session_name(plan), self._duration(plan, source), plan.external_id,
-                                   plan.region)
-        except LoginRequired:
-            # STS says the MFA session ended early (revoked, or the clock was off): forget it,
-            # unless a login replaced it while this call was in flight.
-            root = self.root_session_source(plan)
-            if root is not None and isinstance(source, Credentials):
-                self._mfa.drop_if_current(root.key, source)
-            raise LoginRequired(f"the MFA session has ended: {login_hint(plan.name)}") from None
-        except StsDenied as exc:
-            if isinstance(plan.source, RoleSource):
-                raise StsDenied(
-                    f"{exc.message}. Note: {plan.name!r} is a second hop of role chaining (its source "
-                    f"{plan.source.profile!r} is a role), and MFA does not carry over that hop: if the trust "
-                    "policy requires MFA, point source_profile at the IAM user's profile instead"
-                ) from None
-            raise
-
-    async def _assume_direct(self, plan: RolePlan, source: DirectSource, code: str) -> Credentials:
-        signer = await self._source_secret(source.signer, plan.name)
-        return await self._run(self.sts.assume_role, plan.name, signer, plan.role_arn, self._session_name(plan),
-                               self._duration(plan, signer), plan.external_id, plan.region,
-                               source.key.mfa_serial, code)
-
-    def _duration(self, plan: RolePlan, signer: SourceSecret) -> int:
-        """The plan's duration, capped at one hour when the signer turned out temporary
-        (a credential_process or credential_source can give either kind)."""
-        if plan.duration > CHAINED_ROLE_CAP_SECONDS and is_temporary(signer):
-            self._capped[plan.name] = plan.duration
-            return CHAINED_ROLE_CAP_SECONDS
-        self._capped.pop(plan.name, None)
-        return plan.duration
-
-    def _session_name(self, plan: RolePlan) -> str:
-        return plan.role_session_name or f"rolebroker-{int(self.clock.now())}"
-
     @property
     def keyring(self) -> DaemonKeyring:
         if self._keyring is None:
@@ -313,28 +257,13 @@ class SessionManager:
         """Wait until the keyring has forgotten the sessions of a logout."""
         await self._mfa.cache_settled()
 
-    async def _source_secret(self, source: Source, profile: str) -> SourceSecret:
-        if isinstance(source, StaticSource):
-            return await self.keyring.keys(source.keys, profile)
-        if isinstance(source, SessionSource):
-            return await self._mfa.credentials(source, profile)
-        if isinstance(source, RoleSource):
-            inner = self.plan(source.profile)
-            issued = self._roles.get(source.profile)
-            if issued is None:
-                issued = await self._single_flight(source.profile, lambda: self._obtain(inner))
-            return issued.credentials
-        if isinstance(source, DirectSource):  # only ever at the root, handled by _issue
-            raise ProfileConfigError(f"profile {profile!r}: a direct-strategy profile cannot be a source")
-        # credential_process and SSO helpers run without a timeout inside botocore: give them
-        # their own threads and a deadline, so a hung helper holds neither STS calls nor refreshes.
-        future = asyncio.get_running_loop().run_in_executor(
-            self._source_executor, self.sts.resolve_source, source.profile, source.credential_source)
-        try:
-            return await asyncio.wait_for(future, timeout=SOURCE_TIMEOUT)
-        except TimeoutError:
-            raise ProfileConfigError(f"profile {source.profile!r}: its credential_process, SSO or "
-                                     f"credential_source gave no answer within {SOURCE_TIMEOUT:.0f} s") from None
+    async def _role_credentials(self, profile: str) -> Credentials:
+        """Another role profile's credentials, to sign a chain's next hop: cached, or fetched once."""
+        inner = self.plan(profile)
+        issued = self._roles.get(profile)
+        if issued is None:
+            issued = await self._single_flight(profile, lambda: self._obtain(inner))
+        return issued.credentials
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -389,7 +318,7 @@ class SessionManager:
             self._codes.remember(root.key.mfa_serial or "", code)
         else:
             code = await self._codes.from_process(root, plan.name)
-        credentials = await self._assume_direct(plan, root, code)
+        credentials = await self._roles_issuer.assume_direct(plan, root, code)
         self._state.pop(plan.name, None)
         self._store(plan, credentials)
         log.info("login: %s assumed directly with MFA, valid for %.1f h", plan.name,
@@ -505,7 +434,7 @@ class SessionManager:
 
     def capped_duration(self, profile: str) -> int | None:
         """The duration a profile asked for, when its temporary signer capped it at one hour."""
-        return self._capped.get(profile)
+        return self._roles_issuer.capped_duration(profile)
 
     def renewal_error(self, key: MfaSessionKey) -> str | None:
         return self._mfa.renewal_error(key)

@@ -6,9 +6,16 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from broker.config import (
-    CHAINED_ROLE_CAP_SECONDS, BotocoreSource, DirectSource, MfaSource, ProfilePlan, RolePlan, RoleSource,
-    SessionPlan, StaticSource,
+from broker.plans import (
+    CHAINED_ROLE_CAP_SECONDS,
+    BotocoreSource,
+    DirectSource,
+    MfaSource,
+    ProfilePlan,
+    RolePlan,
+    RoleSource,
+    SessionPlan,
+    StaticSource,
 )
 from broker.errors import login_hint
 from broker.session_types import ProfileStatus

@@ -6,8 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from broker.config import (
-    DirectSource, MfaSessionKey, MfaSource, ProfilePlan, RolePlan, RoleSource, SessionPlan, SessionSource,
+from broker.plans import (
+    DirectSource,
+    MfaSessionKey,
+    MfaSource,
+    ProfilePlan,
+    RolePlan,
+    RoleSource,
+    SessionPlan,
+    SessionSource,
 )
 
 Plans = Mapping[str, ProfilePlan]

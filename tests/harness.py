@@ -29,7 +29,8 @@ from broker.clock import ManualClock
 from broker.config import ConfigFiles
 from broker.refresh import RefreshPolicy
 from broker.server import Daemon, DaemonSettings
-from broker.sts_double import IamUser, MfaDevice, Role, StsDouble, totp
+from broker.sts_double import StsDouble
+from broker.sts_world import IamUser, MfaDevice, Role, totp
 from broker.runtime import CONTROL_SOCKET
 from clients.daemon_client import ControlConnection, DaemonClient
 from clients.envvars import variables_for

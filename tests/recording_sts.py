@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from broker import sts_double
-from broker.sts_double import IamUser, Role, StsDouble
+from broker.sts_double import StsDouble
+from broker.sts_world import IamUser, Role, SignedRequest
 from tests.relay import pump
 
 
@@ -81,7 +82,7 @@ class RecordingSts(StsDouble):
         return self
 
     def _handle(self, form: dict[str, str], authorization: str | None,
-                token: str | None, signed: sts_double.SignedRequest | None = None) -> tuple[int, bytes, str] | None:
+                token: str | None, signed: SignedRequest | None = None) -> tuple[int, bytes, str] | None:
         with self._one_at_a_time:  # so the call the double logs is this request's
             before = len(self.calls)
             reply = super()._handle(form, authorization, token, signed)

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import (
-    BotocoreSource, ConfigFileError, DirectSource, ConfigFiles, RolePlan, RoleSource, SessionPlan, SessionSource, StaticSource,
-    load_config,
+from broker.config import ConfigFileError, ConfigFiles, load_config
+from broker.plans import (
+    BotocoreSource,
+    DirectSource,
+    RolePlan,
+    RoleSource,
+    SessionPlan,
+    SessionSource,
+    StaticSource,
 )
 from tests.harness import ALICE_KEY, ALICE_SECRET, CONFIG_LAYOUT, CREDENTIALS_LAYOUT, DEV_ROLE, MFA_SERIAL
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.sts_double import IamUser
+from broker.sts_world import IamUser
 from tests.harness import ALICE_KEY, ALICE_SECRET, MFA_SERIAL, Broker, alice, start_broker
 
 BIN = Path(sys.executable).parent

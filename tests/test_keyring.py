@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import MfaSessionKey
+from broker.plans import MfaSessionKey
 from broker.keyring_sessions import cache_name
 from broker.keystore import OsKeyring
-from broker.sts_double import IamUser
+from broker.sts_world import IamUser
 from tests import secret_service
 from tests.harness import (
     ALICE_KEY, ALICE_SECRET, DEV_ROLE, MFA_SERIAL, OPEN_ROLE, Broker, alice, standard_roles, start_broker,

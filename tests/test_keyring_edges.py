@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from broker.clock import ManualClock
-from broker.config import KeyringKeys, RolePlan, SessionPlan, SessionSource, StaticSource, load_config
+from broker.config import load_config
+from broker.plans import KeyringKeys, RolePlan, SessionPlan, SessionSource, StaticSource
 from broker.keyring_sessions import DaemonKeyring
 from broker.keystore import write_index
 from broker.models import Credentials, StaticKeys

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.sts_double import IamUser, MfaDevice
+from broker.sts_world import IamUser, MfaDevice
 from clients.daemon_client import DaemonError
 from tests.harness import (
     ALICE_KEY, ALICE_SECRET, CONFIG_LAYOUT, CREDENTIALS_LAYOUT, DEV_ROLE, MFA_SECRET, MFA_SERIAL, OPEN_ROLE,

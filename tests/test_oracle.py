@@ -34,7 +34,7 @@ from broker.clock import ManualClock
 from broker.config import ConfigFiles, load_config
 from broker.refresh import RefreshPolicy
 from broker.server import Daemon, DaemonSettings
-from broker.sts_double import IamUser, MfaDevice, Role, totp
+from broker.sts_world import IamUser, MfaDevice, Role, totp
 from clients.daemon_client import DaemonError
 from tests.harness import ALICE_KEY, ALICE_SECRET, MFA_SECRET, MFA_SERIAL, Broker, serve_in_thread
 from tests.recording_sts import AwsHostsProxy, RecordingSts, Request

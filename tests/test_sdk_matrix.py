@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from broker.sts_double import totp
+from broker.sts_world import totp
 from tests.harness import MFA_SECRET, Broker, CREDENTIALS_LAYOUT, Lines, write_config
 from tests.test_docker_netns import (
     IP, ROLEBROKER, Namespaces, in_ns, isolated_env, parse_docker_flags, rolebroker, veth,
