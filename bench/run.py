@@ -20,7 +20,7 @@ It drives the real CLI in subprocesses, one server under load at a time, and mea
    no human (one AssumeRole with an IAM user's keys).
 
 It prints a markdown table and writes it (with the machine description) to --out.
-Run it with the Python that has rolebroker installed: it imports broker.sts_double.
+Run it with the Python that has rolebroker installed: it imports rolebroker.broker.sts_double.
 See bench/README.md for how to read the results.
 """
 
@@ -531,7 +531,7 @@ BENCH_KEY_ID, BENCH_SECRET = "AKIABENCH00000000001", "bench/secret/that/only/the
 def fifty_profile_identities() -> tuple[list[Any], list[Any]]:
     """One IAM user behind a demo MFA device (any 6-digit code, once), 50 MFA roles, and
     one role without MFA (the last)."""
-    from broker.sts_world import IamUser, MfaDevice, Role
+    from rolebroker.broker.sts_world import IamUser, MfaDevice, Role
 
     user = IamUser(BENCH_KEY_ID, BENCH_SECRET, f"arn:aws:iam::{BENCH_ACCOUNT}:user/bench-user",
                    MfaDevice(BENCH_SERIAL, totp_secret=None))
@@ -604,7 +604,7 @@ def bench_fifty_profiles(cli: Cli, runs: int, work: Path, logs: Path, stack: con
 
 
 def _bench_fifty_profiles(cli: Cli, runs: int, work: Path, logs: Path, stack: contextlib.ExitStack) -> FiftyProfiles:
-    from broker.sts_double import StsDouble
+    from rolebroker.broker.sts_double import StsDouble
 
     directory = work / "fifty"
     users, roles = fifty_profile_identities()

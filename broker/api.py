@@ -16,14 +16,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker import __version__
-from broker.channel import PEER_KEY, is_control
-from broker.console import MAX_CONSOLE_SECONDS, MIN_CONSOLE_SECONDS, sign_in
-from broker.errors import BrokerError
-from broker.leases import TokenLeases, holder_of
-from broker.names import PROFILE_NAME_CHARS
-from broker.sessions import SessionManager
-from broker.tokens import TokensNotSaved, TokenStore
+from . import __version__
+from .channel import PEER_KEY, is_control
+from .console import MAX_CONSOLE_SECONDS, MIN_CONSOLE_SECONDS, sign_in
+from .errors import BrokerError
+from .leases import TokenLeases, holder_of
+from .names import PROFILE_NAME_CHARS
+from .sessions import SessionManager
+from .tokens import TokensNotSaved, TokenStore
 
 PROFILE_NAME = f"^{PROFILE_NAME_CHARS}$"  # pydantic's regex engine: $ is the end of the text
 

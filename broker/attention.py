@@ -16,13 +16,13 @@ import logging
 import shlex
 from collections.abc import Callable
 
-from broker.plans import DirectSource, MfaSessionKey, SessionSource
-from broker.errors import BrokerError, MfaCodeRejected, MfaProcessFailed
-from broker.history import clock_time
-from broker.mfa import normalize_code
-from broker.notify import Notice, Notifier, OnLogin
-from broker.prompt import CodePrompt, PromptUnavailable, program_prompt
-from broker.sessions import SessionManager
+from .plans import DirectSource, MfaSessionKey, SessionSource
+from .errors import BrokerError, MfaCodeRejected, MfaProcessFailed
+from .history import clock_time
+from .mfa import normalize_code
+from .notify import Notice, Notifier, OnLogin
+from .prompt import CodePrompt, PromptUnavailable, program_prompt
+from .sessions import SessionManager
 
 log = logging.getLogger("rolebroker.attention")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.runtime import RuntimeDirError
+from .runtime import RuntimeDirError
 
 log = logging.getLogger("rolebroker.channel")
 

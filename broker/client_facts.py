@@ -8,10 +8,10 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from broker.names import PROFILE_NAME_CHARS
+from .names import PROFILE_NAME_CHARS
 
 if TYPE_CHECKING:
-    from broker.server import Daemon
+    from .server import Daemon
 
 CREDENTIAL_KEYS = ("aws_access_key_id", "role_arn", "credential_process", "credential_source",
                    "sso_session", "sso_start_url", "web_identity_token_file", "login_session")

@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from broker.clock import Clock
-from broker.plans import MfaSource
-from broker.errors import MfaCodeNotReady
-from broker.mfa import next_window, run_mfa_process
+from .clock import Clock
+from .plans import MfaSource
+from .errors import MfaCodeNotReady
+from .mfa import next_window, run_mfa_process
 
 # Runs a blocking function off the event loop (the sessions' STS thread pool).
 Runner = Callable[..., Awaitable[Any]]

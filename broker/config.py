@@ -19,10 +19,10 @@ import botocore.exceptions
 if TYPE_CHECKING:
     import botocore.session
 
-from broker.configfiles import ConfigFileError, checked_paths
-from broker.models import StaticKeys
-from broker.names import PROFILE_NAME, PROFILE_NAME_RULE
-from broker.plans import (
+from .configfiles import ConfigFileError, checked_paths
+from .models import StaticKeys
+from .names import PROFILE_NAME, PROFILE_NAME_RULE
+from .plans import (
     BotocoreSource,
     CHAINED_ROLE_CAP_SECONDS,
     DEFAULT_MFA_SESSION_SECONDS,

@@ -21,10 +21,10 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from broker.plans import DirectSource, RolePlan, SessionPlan, StaticSource
-from broker.errors import BrokerError, CredentialsPending, StsUnavailable
-from broker.models import Credentials
-from broker.sessions import SessionManager
+from .plans import DirectSource, RolePlan, SessionPlan, StaticSource
+from .errors import BrokerError, CredentialsPending, StsUnavailable
+from .models import Credentials
+from .sessions import SessionManager
 
 SIGNIN_URL_VARIABLE = "ROLEBROKER_SIGNIN_URL"
 ISSUER = "rolebroker"

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.config import ConfigFiles
-from broker.runtime import ensure_private_dir, write_private
-from broker.sts_double import StsDouble
-from broker.sts_world import IamUser, MfaDevice, Role
+from .config import ConfigFiles
+from .runtime import ensure_private_dir, write_private
+from .sts_double import StsDouble
+from .sts_world import IamUser, MfaDevice, Role
 
 DEMO_ACCOUNT = "111111111111"
 MFA_SERIAL = f"arn:aws:iam::{DEMO_ACCOUNT}:mfa/demo-user"

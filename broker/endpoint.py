@@ -14,12 +14,12 @@ import re
 from typing import Any
 from collections.abc import Awaitable, Callable, MutableMapping
 
-from broker.channel import is_control
-from broker.errors import BrokerError
-from broker.names import PROFILE_NAME, PROFILE_NAME_RULE
-from broker.sessions import SessionManager
-from broker.tokens import TokenStore
-from broker.wire import Message, error_body, response_messages
+from .channel import is_control
+from .errors import BrokerError
+from .names import PROFILE_NAME, PROFILE_NAME_RULE
+from .sessions import SessionManager
+from .tokens import TokenStore
+from .wire import Message, error_body, response_messages
 
 log = logging.getLogger("rolebroker.endpoint")
 

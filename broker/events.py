@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from broker.plans import MfaSessionKey
-from broker.errors import BrokerError
+from .plans import MfaSessionKey
+from .errors import BrokerError
 
 
 class SessionEvents(Protocol):

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Callable, MutableMapping
 
-from broker.channel import is_control
-from broker.endpoint import CREDENTIALS_PREFIX, ASGIApp, Receive, Scope, Send
-from broker.peers import RefusalLog, scope_peer
-from broker.wire import JSON_TYPE, error_body
+from .channel import is_control
+from .endpoint import CREDENTIALS_PREFIX, ASGIApp, Receive, Scope, Send
+from .peers import RefusalLog, scope_peer
+from .wire import JSON_TYPE, error_body
 
 MAX_BODY = 64 * 1024
 LINK_LOCAL_HOSTS = ("169.254.170.2", "169.254.170.23", "fd00:ec2::23")

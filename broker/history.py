@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from broker.plans import MfaSessionKey
+from .plans import MfaSessionKey
 
 
 @dataclass(frozen=True)

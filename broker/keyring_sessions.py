@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from broker.plans import KeyringKeys, LongTermKeys, MfaSessionKey
-from broker.errors import BrokerError, ProfileConfigError
-from broker.keystore import KeyringUnavailable, KeyringWorker, KeyStore, OsKeyring
-from broker.models import Credentials, StaticKeys
+from .plans import KeyringKeys, LongTermKeys, MfaSessionKey
+from .errors import BrokerError, ProfileConfigError
+from .keystore import KeyringUnavailable, KeyringWorker, KeyStore, OsKeyring
+from .models import Credentials, StaticKeys
 
 log = logging.getLogger("rolebroker.keyring")
 

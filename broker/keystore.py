@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from broker.models import Credentials, StaticKeys
+from .models import Credentials, StaticKeys
 
 T = TypeVar("T")
 
@@ -265,7 +265,7 @@ def read_index(state_dir: Path) -> frozenset[str]:
 
 
 def write_index(state_dir: Path, profiles: frozenset[str]) -> None:
-    from broker.runtime import ensure_private_dir, write_json
+    from .runtime import ensure_private_dir, write_json
 
     ensure_private_dir(state_dir)
     write_json(index_path(state_dir), {"profiles": sorted(profiles)})

@@ -14,8 +14,8 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-from broker.endpoint import ASGIApp, Receive, Scope, Send
-from broker.gcfreeze import freeze_long_lived
+from .endpoint import ASGIApp, Receive, Scope, Send
+from .gcfreeze import freeze_long_lived
 
 
 class LazyApp:

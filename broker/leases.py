@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from broker.tokens import TokenRecord, TokenStore
+from .tokens import TokenRecord, TokenStore
 
 log = logging.getLogger("rolebroker.tokens")
 

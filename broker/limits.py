@@ -28,8 +28,8 @@ import resource
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from broker.peers import LOCAL_SOCKET, RefusalLog, peer_of
-from broker.wire import JSON_TYPE, error_body
+from .peers import LOCAL_SOCKET, RefusalLog, peer_of
+from .wire import JSON_TYPE, error_body
 
 # Descriptors kept for everything but client connections: listeners, STS connections, the
 # config and token files, credential_process pipes, the event loop's own.

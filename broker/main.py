@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Coroutine
 
-from broker import systemd
-from broker.channel import is_unix
-from broker.config import ConfigFiles
-from broker.limits import raise_open_file_limit
-from broker.lockdown import forbid_dumps
-from broker.runtime import (
+from . import systemd
+from .channel import is_unix
+from .config import ConfigFiles
+from .limits import raise_open_file_limit
+from .lockdown import forbid_dumps
+from .runtime import (
     CONTROL_SOCKET, DaemonAlreadyRunning, RuntimeDirError, claim_runtime_dir, runtime_dir, state_dir,
 )
-from broker.server import DEFAULT_PORT, Daemon, DaemonSettings, PortInUse, check_listen_address
+from .server import DEFAULT_PORT, Daemon, DaemonSettings, PortInUse, check_listen_address
 
 log = logging.getLogger("rolebroker")
 
@@ -79,7 +79,7 @@ def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None
         lock = claim_runtime_dir(directory)  # refuses while another live daemon owns the directory
         demo_env: dict[str, str] = {}
         if demo:
-            from broker.demo import start_demo
+            from .demo import start_demo
 
             started_demo = start_demo(directory)
             files = started_demo.files

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from broker.errors import MfaProcessFailed
+from .errors import MfaProcessFailed
 
 CODE = re.compile(r"^\d{6}$")
 TOTP_STEP = 30

@@ -16,18 +16,18 @@ from typing import Any
 
 from cachetools import TLRUCache
 
-from broker import topology
-from broker.clock import Clock
-from broker.codes import MfaCodes, Runner
-from broker.plans import MfaSessionKey, ProfilePlan, SessionSource
-from broker.errors import BrokerError, LoginRequired, login_hint
-from broker.events import SessionEvents
-from broker.history import SessionHistory, describe_end
-from broker.keyring_sessions import DaemonKeyring
-from broker.models import Credentials
-from broker.refresh import RefreshPolicy
-from broker.session_types import MfaSession, expiry_of
-from broker.sts import StsGateway
+from . import topology
+from .clock import Clock
+from .codes import MfaCodes, Runner
+from .plans import MfaSessionKey, ProfilePlan, SessionSource
+from .errors import BrokerError, LoginRequired, login_hint
+from .events import SessionEvents
+from .history import SessionHistory, describe_end
+from .keyring_sessions import DaemonKeyring
+from .models import Credentials
+from .refresh import RefreshPolicy
+from .session_types import MfaSession, expiry_of
+from .sts import StsGateway
 
 log = logging.getLogger("rolebroker.sessions")
 MAX_SESSIONS = 4096

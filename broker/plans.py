@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from broker.models import StaticKeys
+from .models import StaticKeys
 
 # GetSessionToken accepts 900..129600 s; 12 h is STS's own default.
 DEFAULT_MFA_SESSION_SECONDS = 43200

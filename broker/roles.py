@@ -9,18 +9,18 @@ import asyncio
 import concurrent.futures
 from collections.abc import Awaitable, Callable, Mapping
 
-from broker import topology
-from broker.clock import Clock
-from broker.codes import MfaCodes, Runner
-from broker.errors import LoginRequired, ProfileConfigError, StsDenied, login_hint
-from broker.keyring_sessions import DaemonKeyring
-from broker.mfa_sessions import MfaSessions
-from broker.models import Credentials, SourceSecret, is_temporary
-from broker.plans import (
+from . import topology
+from .clock import Clock
+from .codes import MfaCodes, Runner
+from .errors import LoginRequired, ProfileConfigError, StsDenied, login_hint
+from .keyring_sessions import DaemonKeyring
+from .mfa_sessions import MfaSessions
+from .models import Credentials, SourceSecret, is_temporary
+from .plans import (
     CHAINED_ROLE_CAP_SECONDS, DirectSource, ProfilePlan, RolePlan, RoleSource, SessionPlan, SessionSource, Source,
     StaticSource,
 )
-from broker.sts import StsGateway
+from .sts import StsGateway
 
 # How long a botocore-resolved source (credential_process, SSO) may take.
 SOURCE_TIMEOUT = 30.0

@@ -17,29 +17,29 @@ from typing import Any
 
 import uvicorn
 
-from broker import __version__
-from broker.attention import Attention
-from broker.channel import bind_control_socket, is_unix, with_peer_credentials
-from broker.clock import Clock, SystemClock
-from broker.config import BrokerConfig, ConfigFiles, load_config
-from broker.endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
-from broker.configfiles import ConfigFileError
-from broker.keyring_sessions import DaemonKeyring
-from broker.keystore import index_path, read_index
-from broker.guard import FailureThrottle, RequestGuard, allowed_hosts
-from broker.lazyapp import LazyApp
-from broker.leases import TokenLeases
-from broker.notify import desktop_notifier
-from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
-from broker.limits import Limits, uvicorn_options
-from broker.peers import RefusalLog, scope_peer
-from broker.refresh import RefreshPolicy
-from broker.runtime import (
+from . import __version__
+from .attention import Attention
+from .channel import bind_control_socket, is_unix, with_peer_credentials
+from .clock import Clock, SystemClock
+from .config import BrokerConfig, ConfigFiles, load_config
+from .endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
+from .configfiles import ConfigFileError
+from .keyring_sessions import DaemonKeyring
+from .keystore import index_path, read_index
+from .guard import FailureThrottle, RequestGuard, allowed_hosts
+from .lazyapp import LazyApp
+from .leases import TokenLeases
+from .notify import desktop_notifier
+from .offloop import CallTimedOut, OffLoopCall, StillRunning
+from .limits import Limits, uvicorn_options
+from .peers import RefusalLog, scope_peer
+from .refresh import RefreshPolicy
+from .runtime import (
     CONTROL_SOCKET, DAEMON_FILE, DEFAULT_PORT, claim_runtime_dir, ensure_private_dir, write_json,
 )
-from broker.sessions import SessionManager
-from broker.sts import BotocoreSts, StsGateway
-from broker.tokens import TokenStore
+from .sessions import SessionManager
+from .sts import BotocoreSts, StsGateway
+from .tokens import TokenStore
 
 log = logging.getLogger("rolebroker")
 
@@ -124,9 +124,9 @@ class Daemon:
 
     def _build_control_api(self) -> Any:
         # FastAPI and pydantic load with the first control request (see broker.lazyapp).
-        from broker.api import build_control_api
+        from .api import build_control_api
 
-        from broker.client_facts import describe_env
+        from .client_facts import describe_env
 
         return build_control_api(self.sessions, self.tokens, functools.partial(describe_env, self), self.reload,
                                  lambda: self.config_error, self.leases)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from broker.plans import MfaSessionKey
-from broker.errors import BrokerError
-from broker.models import Credentials
-from broker.wire import Message
+from .plans import MfaSessionKey
+from .errors import BrokerError
+from .models import Credentials
+from .wire import Message
 
 
 @dataclass(frozen=True)

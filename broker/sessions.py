@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 
 from cachetools import TLRUCache
 
-from broker.clock import Clock
-from broker.config import BrokerConfig
-from broker.plans import (
+from .clock import Clock
+from .config import BrokerConfig
+from .plans import (
     DirectSource,
     MfaSessionKey,
     MfaSource,
@@ -29,7 +29,7 @@ from broker.plans import (
     RolePlan,
     SessionSource,
 )
-from broker.errors import (
+from .errors import (
     BrokerError,
     CredentialsPending,
     LoginRequired,
@@ -38,19 +38,19 @@ from broker.errors import (
     UnknownProfile,
     login_hint,
 )
-from broker import topology
-from broker.codes import MfaCodes
-from broker.roles import RoleIssuer
-from broker.events import NoEvents, SessionEvents
-from broker.history import SessionHistory
-from broker.keyring_sessions import DaemonKeyring
-from broker.mfa_sessions import MfaSessions
-from broker.models import Credentials
-from broker.refresh import RefreshPolicy
-from broker.sts import StsGateway
-from broker.status import profile_rows
-from broker.session_types import Issued, LoginResult, MfaSession, ProfileState, ProfileStatus, expiry_of
-from broker.wire import credentials_body, response_messages
+from . import topology
+from .codes import MfaCodes
+from .roles import RoleIssuer
+from .events import NoEvents, SessionEvents
+from .history import SessionHistory
+from .keyring_sessions import DaemonKeyring
+from .mfa_sessions import MfaSessions
+from .models import Credentials
+from .refresh import RefreshPolicy
+from .sts import StsGateway
+from .status import profile_rows
+from .session_types import Issued, LoginResult, MfaSession, ProfileState, ProfileStatus, expiry_of
+from .wire import credentials_body, response_messages
 
 log = logging.getLogger("rolebroker.sessions")
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from broker.plans import (
+from .plans import (
     CHAINED_ROLE_CAP_SECONDS,
     BotocoreSource,
     DirectSource,
@@ -17,11 +17,11 @@ from broker.plans import (
     SessionPlan,
     StaticSource,
 )
-from broker.errors import login_hint
-from broker.session_types import ProfileStatus
+from .errors import login_hint
+from .session_types import ProfileStatus
 
 if TYPE_CHECKING:
-    from broker.sessions import SessionManager
+    from .sessions import SessionManager
 
 
 def profile_rows(sessions: SessionManager) -> list[ProfileStatus]:

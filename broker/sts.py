@@ -15,8 +15,8 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
-from broker.config import ConfigFiles, new_botocore_session
-from broker.errors import (
+from .config import ConfigFiles, new_botocore_session
+from .errors import (
     BrokerError,
     LoginRequired,
     MfaCodeRejected,
@@ -25,7 +25,7 @@ from broker.errors import (
     StsUnavailable,
     login_hint,
 )
-from broker.models import Credentials, SourceSecret, StaticKeys
+from .models import Credentials, SourceSecret, StaticKeys
 
 if TYPE_CHECKING:
     import botocore.session

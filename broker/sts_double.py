@@ -24,7 +24,7 @@ from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
 
-from broker.sts_world import IamUser, IssuedCredential, Role, SignedRequest, StsCall, totp
+from .sts_world import IamUser, IssuedCredential, Role, SignedRequest, StsCall, totp
 
 log = logging.getLogger("rolebroker.sts_double")
 

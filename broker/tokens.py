@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from collections.abc import Callable
 
-from broker.names import token_name_part
-from broker.runtime import read_json, write_json
+from .names import token_name_part
+from .runtime import read_json, write_json
 
 log = logging.getLogger("rolebroker.tokens")
 TOKEN_PREFIX = "rbt_"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from broker.plans import (
+from .plans import (
     DirectSource,
     MfaSessionKey,
     MfaSource,

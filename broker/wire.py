@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from broker.models import Credentials
+from .models import Credentials
 
 JSON_TYPE = b"application/json"
 

@@ -11,14 +11,14 @@ import time
 from collections.abc import Sequence
 
 
-from broker import __version__
-from broker.mfa import normalize_code
-from broker.names import PROFILE_NAME, PROFILE_NAME_RULE
-from broker.runtime import DEFAULT_PORT, configured_port
-from clients.daemon_client import DaemonClient, DaemonError
-from clients.durations import ENV_TOKEN_TTL, parse_duration
-from clients.envfmt import FORMATS
-from clients.prompt import LoginCancelled, live_until, login_interactively, session_state
+from ..broker import __version__
+from ..broker.mfa import normalize_code
+from ..broker.names import PROFILE_NAME, PROFILE_NAME_RULE
+from ..broker.runtime import DEFAULT_PORT, configured_port
+from .daemon_client import DaemonClient, DaemonError
+from .durations import ENV_TOKEN_TTL, parse_duration
+from .envfmt import FORMATS
+from .prompt import LoginCancelled, live_until, login_interactively, session_state
 
 # typing is for the type checker only (annotations are strings here): importing it would cost
 # every call about a tenth of an interpreter start. mypy and ruff read this name as typing's.
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (len(arguments) == 2 and arguments[0] == "credential-process" and not arguments[1].startswith("-")
             and PROFILE_NAME.fullmatch(arguments[1])):
         # The fast path: tools run this before every AWS call, so skip argparse and friends.
-        from clients.credential_process import main as credential_process
+        from .credential_process import main as credential_process
 
         return credential_process(arguments[1])
     try:
@@ -200,12 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(handler=cmd_token_revoke)
 
     keys = commands.add_parser("keys", help="long-term keys in the OS keyring: add, import, list, remove")
-    from clients.keys import add_arguments as add_keys_arguments  # no keyring import until a command runs
+    from .keys import add_arguments as add_keys_arguments  # no keyring import until a command runs
 
     add_keys_arguments(keys, profile_name)
 
     console = commands.add_parser("console", help="open the AWS console signed in as a profile's role")
-    from clients.console import add_arguments as add_console_arguments  # standard library only
+    from .console import add_arguments as add_console_arguments  # standard library only
 
     add_console_arguments(console, profile_name, duration)
 
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     completion.set_defaults(handler=cmd_completion)
 
     docker = commands.add_parser("docker", help="put 169.254.170.2 on this machine for bridged containers (root)")
-    from clients.docker_args import add_arguments as add_docker_arguments  # not docker_link: its imports are slow
+    from .docker_args import add_arguments as add_docker_arguments  # not docker_link: its imports are slow
 
     add_docker_arguments(docker)
     docker.set_defaults(handler=cmd_docker)
@@ -232,62 +232,62 @@ def build_parser() -> argparse.ArgumentParser:
 # pays for the imports at the top of this file, so they stay few.
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from clients.env_cmds import cmd_env as run
+    from .env_cmds import cmd_env as run
 
     return run(args)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from clients.env_cmds import cmd_exec as run
+    from .env_cmds import cmd_exec as run
 
     return run(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from clients.status_view import cmd_status as run
+    from .status_view import cmd_status as run
 
     return run(args)
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from clients.token_cmds import cmd_reload as run
+    from .token_cmds import cmd_reload as run
 
     return run(args)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from clients.token_cmds import cmd_token_create as run
+    from .token_cmds import cmd_token_create as run
 
     return run(args)
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from clients.token_cmds import cmd_token_list as run
+    from .token_cmds import cmd_token_list as run
 
     return run(args)
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from clients.token_cmds import cmd_token_revoke as run
+    from .token_cmds import cmd_token_revoke as run
 
     return run(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from broker.main import serve  # the only path that imports the daemon's stack
+    from ..broker.main import serve  # the only path that imports the daemon's stack
 
     return serve(port=args.port, demo=args.demo, log_level=args.log_level, listen=args.listen,
                  allow_network_listen=args.allow_network_listen)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from clients.service import main as service_main
+    from .service import main as service_main
 
     return service_main(args.action)
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from clients import completion
+    from . import completion
 
     if args.profiles:
         print("\n".join(completion.profile_names()))
@@ -301,7 +301,7 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def cmd_docker(args: argparse.Namespace) -> int:
-    from clients.docker_link import run as docker_link
+    from .docker_link import run as docker_link
 
     return docker_link(args)
 
@@ -373,19 +373,19 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 
 def cmd_credential_process(args: argparse.Namespace) -> int:
-    from clients.credential_process import main as credential_process
+    from .credential_process import main as credential_process
 
     return credential_process(args.profile)
 
 
 def _duration_text(seconds: float) -> str:
-    from clients.status_view import duration_text
+    from .status_view import duration_text
 
     return duration_text(seconds)
 
 
 def _local_time(epoch: float) -> str:
-    from clients.status_view import local_time
+    from .status_view import local_time
 
     return local_time(epoch)
 

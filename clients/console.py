@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from clients.daemon_client import DaemonClient, DaemonError
+from .daemon_client import DaemonClient, DaemonError
 
 SIGNIN_URL_VARIABLE = "ROLEBROKER_SIGNIN_URL"  # also read by the daemon (broker/console.py)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import http.client
 from pathlib import Path
 
-from clients.daemon_client import connect_control
+from .daemon_client import connect_control
 
 
 class ControlConnection(http.client.HTTPConnection):

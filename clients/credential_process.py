@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from clients.daemon_client import DaemonClient, DaemonError
+from .daemon_client import DaemonClient, DaemonError
 
 # The daemon answers 503 while it fetches from STS; a short retry rides that out.
 PENDING_RETRIES = 20

@@ -19,8 +19,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.configfiles import ConfigFileError, open_checked
-from broker.runtime import write_atomic
+from ..broker.configfiles import ConfigFileError, open_checked
+from ..broker.runtime import write_atomic
 
 KEY_OPTIONS = ("aws_access_key_id", "aws_secret_access_key")
 # configparser's own patterns (RawConfigParser.SECTCRE / OPTCRE), on the stripped line.

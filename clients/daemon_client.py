@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 # broker.runtime is standard library only: importing it keeps the CLI fast.
-from broker.runtime import CONTROL_SOCKET, runtime_dir
+from ..broker.runtime import CONTROL_SOCKET, runtime_dir
 
 # Not `from typing import TYPE_CHECKING`: importing typing costs `credential-process` about a
 # tenth of an interpreter start, for names only the type checker reads (annotations are
@@ -128,7 +128,7 @@ def __getattr__(name: str) -> Any:
     # http.client's connection class over the control socket, for code that wants a whole
     # HTTP client (the tests); made on first use so the CLI never imports http.client.
     if name == "ControlConnection":
-        from clients.control_connection import ControlConnection
+        from .control_connection import ControlConnection
 
         return ControlConnection
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from broker.runtime import DEFAULT_PORT, configured_port
+from ..broker.runtime import DEFAULT_PORT, configured_port
 
 DEFAULT_ADDRESS = "169.254.170.2"
 DEFAULT_INTERFACE = "rolebroker0"

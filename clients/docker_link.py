@@ -33,9 +33,9 @@ from collections.abc import Sequence
 
 # The options live in their own module: `rolebroker` builds its whole parser on every call,
 # and this module's imports (dataclasses, subprocess) would cost each call more than argparse.
-from clients.docker_args import DEFAULT_ADDRESS, add_arguments
-from clients.docker_args import DEFAULT_INTERFACE as DEFAULT_INTERFACE  # re-exported: tests, scripts
-from clients.docker_args import LINK_LOCAL_ADDRESSES as LINK_LOCAL_ADDRESSES
+from .docker_args import DEFAULT_ADDRESS, add_arguments
+from .docker_args import DEFAULT_INTERFACE as DEFAULT_INTERFACE  # re-exported: tests, scripts
+from .docker_args import LINK_LOCAL_ADDRESSES as LINK_LOCAL_ADDRESSES
 
 LOOPBACK = "lo"
 IP_TIMEOUT = 30.0
@@ -212,7 +212,7 @@ class DockerLink:
 
     def _setup_redirect(self, port: int, done: list[str]) -> None:
         """Port 80 of the ECS address to the daemon's port, for AWS_CONTAINER_CREDENTIALS_RELATIVE_URI."""
-        from clients import ecs_redirect
+        from . import ecs_redirect
 
         if self.address != ecs_redirect.ECS_ADDRESS or port == 80:
             return  # the ECS form always means 169.254.170.2:80; a daemon on port 80 needs no redirect
@@ -266,7 +266,7 @@ class DockerLink:
         elif kind is not None:
             raise LinkError(f"{self.interface} is not a dummy link ({kind or 'device'}): it is not rolebroker's, "
                             "leaving it alone")
-        from clients import ecs_redirect
+        from . import ecs_redirect
 
         try:
             removed = ecs_redirect.remove() if self.address == ecs_redirect.ECS_ADDRESS else None
@@ -300,7 +300,7 @@ class DockerLink:
             state = "up" if self.link_is_up(placement.interface) else "DOWN"
             owner = "rolebroker's" if self.ours(placement) else "not rolebroker's"
             print(f"{self.address} is on {placement.interface} ({state}, {owner}).")
-        from clients import ecs_redirect
+        from . import ecs_redirect
 
         if self.address == ecs_redirect.ECS_ADDRESS and os.geteuid() == 0:  # reading nft rules needs root
             redirected = ecs_redirect.target_port()
@@ -330,7 +330,7 @@ class DockerLink:
 
     def _print_next_steps(self, port: int) -> None:
         listen = self._listen(port)
-        from clients.service import unit_quote  # only here: every CLI command imports this module
+        from .service import unit_quote  # only here: every CLI command imports this module
 
         executable = unit_quote(rolebroker_executable())
         print(f"""
@@ -369,7 +369,7 @@ def rolebroker_executable() -> str:
 
 def daemon_listeners() -> list[str] | None:
     """The addresses the running daemon of this user listens on (None: not running)."""
-    from broker.runtime import DAEMON_FILE, runtime_dir
+    from ..broker.runtime import DAEMON_FILE, runtime_dir
 
     try:
         info = json.loads((runtime_dir() / DAEMON_FILE).read_bytes())

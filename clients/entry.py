@@ -14,12 +14,12 @@ import sys
 def main() -> int:
     arguments = sys.argv[1:]
     if len(arguments) == 2 and arguments[0] == "credential-process" and not arguments[1].startswith("-"):
-        from broker.names import PROFILE_NAME
+        from ..broker.names import PROFILE_NAME
 
         if PROFILE_NAME.fullmatch(arguments[1]):
-            from clients.credential_process import main as credential_process
+            from .credential_process import main as credential_process
 
             return credential_process(arguments[1])
-    from clients.cli import main as cli_main
+    from .cli import main as cli_main
 
     return cli_main(arguments)

@@ -9,15 +9,15 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from broker.names import token_name_part
-from broker.runtime import write_atomic
-from clients.daemon_client import DaemonClient, DaemonError
-from clients.durations import ENV_TOKEN_TTL
-from clients.envfmt import FORMATS
-from clients.envvars import (
+from ..broker.names import token_name_part
+from ..broker.runtime import write_atomic
+from .daemon_client import DaemonClient, DaemonError
+from .durations import ENV_TOKEN_TTL
+from .envfmt import FORMATS
+from .envvars import (
     RELATIVE_VARIABLE, TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, environment_for,
 )
-from clients.prompt import LoginCancelled, ensure_logged_in
+from .prompt import LoginCancelled, ensure_logged_in
 
 # typing is for the type checker only (annotations are strings here): see cli.py.
 TYPE_CHECKING = False
@@ -36,7 +36,7 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | 
         "name": f"{'exec' if bind_to_caller else target}-{token_name_part(profile)}-{os.urandom(3).hex()}"[-64:],
     })
     stand_in = client.directory / "env-config" / f"{token_name_part(profile)}-{target}.config"
-    from clients.ecs_probe import reaches_daemon  # standard library only
+    from .ecs_probe import reaches_daemon  # standard library only
 
     try:
         environment = environment_for(described, minted["token"], stand_in_config=str(stand_in),
@@ -56,7 +56,7 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | 
 
 def rolebroker_executable() -> str:
     """This CLI's own executable, for `credential_process` lines: the SDK's PATH may differ."""
-    from clients.docker_link import rolebroker_executable as find  # standard library only
+    from .docker_link import rolebroker_executable as find  # standard library only
 
     return find()
 

@@ -14,7 +14,7 @@ import shlex
 from urllib.parse import quote
 from collections.abc import Mapping
 
-from broker.names import PROFILE_NAME
+from ..broker.names import PROFILE_NAME
 
 # typing is for the type checker only: env runs at every shell start of some users, and the
 # import costs a tenth of an interpreter start. mypy and ruff read this name as typing's.

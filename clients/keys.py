@@ -24,6 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser, profile_type: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clients.keys_commands import run as run_keys
+    from .keys_commands import run as run_keys
 
     return run_keys(args)

@@ -14,11 +14,11 @@ import re
 import sys
 from typing import Any
 
-from broker.config import ConfigFiles
-from broker.keystore import KeyringUnavailable, OsKeyring, read_index, write_index
-from broker.models import StaticKeys, mask
-from broker.runtime import state_dir
-from clients.credfile import CredentialsFileError, find_keys, write_without_keys
+from ..broker.config import ConfigFiles
+from ..broker.keystore import KeyringUnavailable, OsKeyring, read_index, write_index
+from ..broker.models import StaticKeys, mask
+from ..broker.runtime import state_dir
+from .credfile import CredentialsFileError, find_keys, write_without_keys
 
 KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
 
@@ -140,7 +140,7 @@ def _remember(profile: str, present: bool) -> None:
 
 def _reload_daemon() -> None:
     """A running daemon re-reads its config now (its file watcher would within seconds)."""
-    from clients.daemon_client import DaemonClient, DaemonError
+    from .daemon_client import DaemonClient, DaemonError
 
     try:
         DaemonClient(timeout=10).request("POST", "/v1/reload")
@@ -152,8 +152,8 @@ def _reload_daemon() -> None:
 
 def _file_keys(files: ConfigFiles) -> dict[str, str]:
     """Profiles with long-term keys in the AWS files, as botocore reads them: name -> key id."""
-    from broker.config import load_config  # botocore: only for this listing
-    from broker.configfiles import ConfigFileError
+    from ..broker.config import load_config  # botocore: only for this listing
+    from ..broker.configfiles import ConfigFileError
 
     try:
         profiles = load_config(files).raw_profiles

@@ -13,8 +13,8 @@ import time
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from broker.mfa import normalize_code
-from clients.daemon_client import DaemonClient, DaemonError
+from ..broker.mfa import normalize_code
+from .daemon_client import DaemonClient, DaemonError
 
 TRIES = 3
 # A session with less than this left is worth renewing (the daemon warns from 30 min on).

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
 
-from broker.runtime import DEFAULT_PORT, configured_port, write_atomic
+from ..broker.runtime import DEFAULT_PORT, configured_port, write_atomic
 
 SOCKET_UNIT = "rolebroker.socket"
 SERVICE_UNIT = "rolebroker.service"

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from clients.daemon_client import DaemonClient, DaemonError
+from .daemon_client import DaemonClient, DaemonError
 
 
 def cmd_status(args: argparse.Namespace) -> int:

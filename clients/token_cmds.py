@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from urllib.parse import quote
 
-from clients.daemon_client import DaemonClient
+from .daemon_client import DaemonClient
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from broker.sts_double import StsDouble
-from broker.sts_world import IssuedCredential
+from rolebroker.broker.sts_double import StsDouble
+from rolebroker.broker.sts_world import IssuedCredential
 
 
 @dataclass

@@ -25,15 +25,15 @@ from collections.abc import Coroutine
 import botocore.credentials
 import botocore.session
 
-from broker.clock import ManualClock
-from broker.config import ConfigFiles
-from broker.refresh import RefreshPolicy
-from broker.server import Daemon, DaemonSettings
-from broker.sts_double import StsDouble
-from broker.sts_world import IamUser, MfaDevice, Role, totp
-from broker.runtime import CONTROL_SOCKET
-from clients.daemon_client import ControlConnection, DaemonClient
-from clients.envvars import variables_for
+from rolebroker.broker.clock import ManualClock
+from rolebroker.broker.config import ConfigFiles
+from rolebroker.broker.refresh import RefreshPolicy
+from rolebroker.broker.server import Daemon, DaemonSettings
+from rolebroker.broker.sts_double import StsDouble
+from rolebroker.broker.sts_world import IamUser, MfaDevice, Role, totp
+from rolebroker.broker.runtime import CONTROL_SOCKET
+from rolebroker.clients.daemon_client import ControlConnection, DaemonClient
+from rolebroker.clients.envvars import variables_for
 
 T = TypeVar("T")
 

@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from broker import sts_double
-from broker.sts_double import StsDouble
-from broker.sts_world import IamUser, Role, SignedRequest
+from rolebroker.broker import sts_double
+from rolebroker.broker.sts_double import StsDouble
+from rolebroker.broker.sts_world import IamUser, Role, SignedRequest
 from tests.relay import pump
 
 

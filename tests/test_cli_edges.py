@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from broker import __version__
-from clients.durations import parse_duration
+from rolebroker.broker import __version__
+from rolebroker.clients.durations import parse_duration
 from tests.harness import Broker
 from tests.test_cli import ROLEBROKER, cli_env, rb
 

@@ -25,11 +25,11 @@ import botocore.credentials
 import botocore.session
 import pytest
 
-from broker.clock import ManualClock
-from broker.config import ConfigFiles
-from broker.server import Daemon, DaemonSettings
-from broker.tokens import digest
-from clients.envfmt import FORMATS
+from rolebroker.broker.clock import ManualClock
+from rolebroker.broker.config import ConfigFiles
+from rolebroker.broker.server import Daemon, DaemonSettings
+from rolebroker.broker.tokens import digest
+from rolebroker.clients.envfmt import FORMATS
 from tests.harness import CONFIG_LAYOUT, DEV_ROLE, OPEN_ROLE, Broker, alice, start_broker
 
 BIN = Path(sys.executable).parent

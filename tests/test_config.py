@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import ConfigFileError, ConfigFiles, load_config
-from broker.plans import (
+from rolebroker.broker.config import ConfigFileError, ConfigFiles, load_config
+from rolebroker.broker.plans import (
     BotocoreSource,
     DirectSource,
     RolePlan,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.console import destination, partition_of, signin_endpoint
-from broker.errors import BrokerError
+from rolebroker.broker.console import destination, partition_of, signin_endpoint
+from rolebroker.broker.errors import BrokerError
 from tests.federation_double import FederationDouble
 from tests.harness import CONFIG_LAYOUT, OPEN_ROLE, Broker, start_broker
 from tests.processes import ROLEBROKER

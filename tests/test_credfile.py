@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.credfile import CredentialsFileError, find_keys, write_without_keys
+from rolebroker.clients.credfile import CredentialsFileError, find_keys, write_without_keys
 
 KEY = "AKIAEXAMPLE000000001"
 SECRET = "example-secret-0000000000000000000000000"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.attention import CANCEL_QUIET, NOTIFY_EVERY
+from rolebroker.broker.attention import CANCEL_QUIET, NOTIFY_EVERY
 from tests.desktop import Display, NotificationServer, SessionBus, needs
 from tests.harness import ALICE_KEY, ALICE_SECRET, CONFIG_LAYOUT, MFA_SERIAL, Broker, start_broker
 
@@ -264,7 +264,7 @@ def test_a_code_sts_rejects_in_the_dialog_is_asked_again_and_sent_once(
 
 
 def test_dialog_programs_get_texts_as_arguments_and_never_a_code() -> None:
-    from broker.prompt import dialog_argv
+    from rolebroker.broker.prompt import dialog_argv
 
     for program in ("zenity", "kdialog", "osascript"):
         argv = dialog_argv(program, "rolebroker: MFA code for dev", 'device "x"; do shell script "id"')
@@ -281,8 +281,8 @@ def test_osascript_and_kdialog_are_run_as_macos_and_kde_would(tmp_path: Path, mo
     import asyncio
     import json
 
-    from broker.notify import Notice, OsascriptNotifier
-    from broker.prompt import ProgramPrompt
+    from rolebroker.broker.notify import Notice, OsascriptNotifier
+    from rolebroker.broker.prompt import ProgramPrompt
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -33,7 +33,7 @@ from tests.harness import Lines
 
 import pytest
 
-from clients import docker_link
+from rolebroker.clients import docker_link
 
 REPO = Path(__file__).resolve().parent.parent
 # The console script of the environment running the tests: what `pip install` puts on PATH.
@@ -666,7 +666,7 @@ def test_a_missing_ip_is_reported_with_the_package_to_install(monkeypatch: pytes
 
 
 def test_the_cli_forwards_docker_to_docker_link() -> None:
-    from clients.cli import build_parser
+    from rolebroker.clients.cli import build_parser
 
     args = build_parser().parse_args(["docker", "setup", "--interface", "rb1", "--address", "169.254.170.23"])
     assert (args.action, args.interface, args.address, args.port) == ("setup", "rb1", "169.254.170.23", 9911)
@@ -695,7 +695,7 @@ def test_the_boot_unit_runs_what_setup_does() -> None:
     assert starts[:3] == [f"-ip link add {interface} type dummy", f"ip addr replace {address}/32 dev {interface}",
                           f"ip link set {interface} up"]
     # The ECS port redirect, the very rules `docker setup` installs (clients/ecs_redirect.py).
-    from clients import ecs_redirect
+    from rolebroker.clients import ecs_redirect
 
     assert starts[3] == f"-nft delete table ip {ecs_redirect.TABLE}"
     rules = ecs_redirect.ruleset(9911).split("\n")

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from broker.offloop import CallTimedOut, OffLoopCall, StillRunning
-from clients.status_view import render_status
-from clients.daemon_client import DaemonClient, DaemonError
+from rolebroker.broker.offloop import CallTimedOut, OffLoopCall, StillRunning
+from rolebroker.clients.status_view import render_status
+from rolebroker.clients.daemon_client import DaemonClient, DaemonError
 from tests.harness import Broker, start_broker
 from tests.test_cli import rb
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from broker.guard import allowed_hosts
+from rolebroker.broker.guard import allowed_hosts
 from tests.harness import Broker
 
 
@@ -78,7 +78,7 @@ def test_anything_but_one_token_segment_after_the_profile_is_a_400(broker: Broke
 def test_the_failure_hook_never_sees_the_path_token(broker: Broker) -> None:
     """What a 401 hands on (the failure throttle, which describes requests in its summary log)
     carries the path without its token: a revoked or mistyped token is still a secret."""
-    from broker.endpoint import CredentialsEndpoint
+    from rolebroker.broker.endpoint import CredentialsEndpoint
 
     seen: list[dict[str, Any]] = []
 

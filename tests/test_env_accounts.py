@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.sts_world import IamUser
+from rolebroker.broker.sts_world import IamUser
 from tests.harness import ALICE_KEY, ALICE_SECRET, MFA_SERIAL, Broker, alice, start_broker
 
 BIN = Path(sys.executable).parent
@@ -280,7 +280,7 @@ def test_the_aws_cli_v2_resolves_profiles_the_same_way(default_keys: Broker) -> 
 
 
 def test_the_stand_in_config_takes_nothing_unchecked_from_the_daemon(tmp_path: Path) -> None:
-    from clients.envvars import UntrustedAnswer, environment_for
+    from rolebroker.clients.envvars import UntrustedAnswer, environment_for
 
     described = {"profile": "dev", "endpoint_url": "http://127.0.0.1:9911/v1/credentials/dev",
                  "region": "eu-west-1", "default_profile_has_credentials": True,

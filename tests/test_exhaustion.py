@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
-from broker.clock import ManualClock
-from broker.guard import FailureThrottle, RequestGuard
-from broker.limits import OPEN_FILES_WANTED, Limits
-from broker.refresh import RefreshPolicy
-from broker.server import Daemon, DaemonSettings
-from broker.sts_double import StsDouble
+from rolebroker.broker.clock import ManualClock
+from rolebroker.broker.guard import FailureThrottle, RequestGuard
+from rolebroker.broker.limits import OPEN_FILES_WANTED, Limits
+from rolebroker.broker.refresh import RefreshPolicy
+from rolebroker.broker.server import Daemon, DaemonSettings
+from rolebroker.broker.sts_double import StsDouble
 from tests.attacker import OtherUser
 from tests.harness import CREDENTIALS_LAYOUT, Broker, Lines, alice, serve_in_thread, standard_roles, write_config
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 
-from broker.runtime import CONTROL_SOCKET
+from rolebroker.broker.runtime import CONTROL_SOCKET
 from tests.harness import Broker
 from tests.relay import ControlRelay
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.plans import MfaSessionKey
-from broker.keyring_sessions import cache_name
-from broker.keystore import OsKeyring
-from broker.sts_world import IamUser
+from rolebroker.broker.plans import MfaSessionKey
+from rolebroker.broker.keyring_sessions import cache_name
+from rolebroker.broker.keystore import OsKeyring
+from rolebroker.broker.sts_world import IamUser
 from tests import secret_service
 from tests.harness import (
     ALICE_KEY, ALICE_SECRET, DEV_ROLE, MFA_SERIAL, OPEN_ROLE, Broker, alice, standard_roles, start_broker,

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from broker.clock import ManualClock
-from broker.config import load_config
-from broker.plans import KeyringKeys, RolePlan, SessionPlan, SessionSource, StaticSource
-from broker.keyring_sessions import DaemonKeyring
-from broker.keystore import write_index
-from broker.models import Credentials, StaticKeys
-from broker.refresh import RefreshPolicy
-from broker.server import Daemon, DaemonSettings
-from broker.sts_double import StsDouble
+from rolebroker.broker.clock import ManualClock
+from rolebroker.broker.config import load_config
+from rolebroker.broker.plans import KeyringKeys, RolePlan, SessionPlan, SessionSource, StaticSource
+from rolebroker.broker.keyring_sessions import DaemonKeyring
+from rolebroker.broker.keystore import write_index
+from rolebroker.broker.models import Credentials, StaticKeys
+from rolebroker.broker.refresh import RefreshPolicy
+from rolebroker.broker.server import Daemon, DaemonSettings
+from rolebroker.broker.sts_double import StsDouble
 from tests.harness import ALICE_KEY, ALICE_SECRET, DEV_ROLE, MFA_SERIAL, Broker, alice, serve_in_thread, \
     standard_roles, write_config
 

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.main import configure_logging
-from broker.runtime import CONTROL_SOCKET
-from clients.daemon_client import ControlConnection
+from rolebroker.broker.main import configure_logging
+from rolebroker.broker.runtime import CONTROL_SOCKET
+from rolebroker.clients.daemon_client import ControlConnection
 from tests.harness import ALICE_SECRET, DEV_ROLE, PROD_ROLE, Broker, start_broker
 
 

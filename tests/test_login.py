@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.sts_world import IamUser, MfaDevice
-from clients.daemon_client import DaemonError
+from rolebroker.broker.sts_world import IamUser, MfaDevice
+from rolebroker.clients.daemon_client import DaemonError
 from tests.harness import (
     ALICE_KEY, ALICE_SECRET, CONFIG_LAYOUT, CREDENTIALS_LAYOUT, DEV_ROLE, MFA_SECRET, MFA_SERIAL, OPEN_ROLE,
     PROD_ROLE, Broker, alice, start_broker,

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from broker.clock import SystemClock
-from broker.config import ConfigFiles
-from broker.server import Daemon, DaemonSettings
-from clients.daemon_client import DaemonClient
+from rolebroker.broker.clock import SystemClock
+from rolebroker.broker.config import ConfigFiles
+from rolebroker.broker.server import Daemon, DaemonSettings
+from rolebroker.clients.daemon_client import DaemonClient
 from tests.harness import serve_in_thread
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")

@@ -30,12 +30,12 @@ import botocore.credentials
 import botocore.session
 import pytest
 
-from broker.clock import ManualClock
-from broker.config import ConfigFiles, load_config
-from broker.refresh import RefreshPolicy
-from broker.server import Daemon, DaemonSettings
-from broker.sts_world import IamUser, MfaDevice, Role, totp
-from clients.daemon_client import DaemonError
+from rolebroker.broker.clock import ManualClock
+from rolebroker.broker.config import ConfigFiles, load_config
+from rolebroker.broker.refresh import RefreshPolicy
+from rolebroker.broker.server import Daemon, DaemonSettings
+from rolebroker.broker.sts_world import IamUser, MfaDevice, Role, totp
+from rolebroker.clients.daemon_client import DaemonError
 from tests.harness import ALICE_KEY, ALICE_SECRET, MFA_SECRET, MFA_SERIAL, Broker, serve_in_thread
 from tests.recording_sts import AwsHostsProxy, RecordingSts, Request
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from broker.sessions import Issued
+from rolebroker.broker.sessions import Issued
 from tests.harness import ALICE_KEY, ALICE_SECRET, CONFIG_LAYOUT, MFA_SERIAL, OPEN_ROLE, Broker, alice, start_broker
 from tests.test_strategies import DIRECT_LAYOUT, STRICT_ROLE, direct_roles
 
@@ -78,7 +78,7 @@ def test_status_of_an_mfa_process_profile_before_first_use(tmp_path: Path) -> No
                                                         f"mfa_serial = {MFA_SERIAL}\nmfa_process = echo 123456")}
     broker = start_broker(tmp_path, layout)
     try:
-        from clients.status_view import render_status
+        from rolebroker.clients.status_view import render_status
 
         table = render_status(broker.control().request("GET", "/v1/status"))
         assert "starts on first use (mfa_process)" in table
@@ -87,7 +87,7 @@ def test_status_of_an_mfa_process_profile_before_first_use(tmp_path: Path) -> No
 
 
 def test_a_malformed_code_is_a_clear_4xx(broker: Broker) -> None:
-    from clients.daemon_client import DaemonError
+    from rolebroker.clients.daemon_client import DaemonError
 
     try:
         broker.control().request("POST", "/v1/login", {"profile": "dev", "code": "12345"})
@@ -110,7 +110,7 @@ def test_keys_never_reach_a_status_or_env_answer(broker: Broker) -> None:
 def test_a_logout_during_a_slow_login_wins(broker: Broker) -> None:
     import threading
 
-    from clients.daemon_client import DaemonError
+    from rolebroker.clients.daemon_client import DaemonError
 
     broker.sts.inject_fault("GetSessionToken", "slow")
     outcome: list[object] = []

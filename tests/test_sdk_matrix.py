@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from broker.sts_world import totp
+from rolebroker.broker.sts_world import totp
 from tests.harness import MFA_SECRET, Broker, CREDENTIALS_LAYOUT, Lines, write_config
 from tests.test_docker_netns import (
     IP, ROLEBROKER, Namespaces, in_ns, isolated_env, parse_docker_flags, rolebroker, veth,
@@ -59,7 +59,7 @@ GOPATH = Path("/usr/share/gocode")
 # The STS double in the "host" namespace, on the address the container reaches too.
 STS_SERVER = """
 import sys
-from broker.sts_double import StsDouble
+from rolebroker.broker.sts_double import StsDouble
 from tests.harness import alice, standard_roles
 sts = StsDouble([alice()], standard_roles(), host=sys.argv[1], port=int(sys.argv[2])).start()
 print("sts ready", sts.endpoint_url, flush=True)

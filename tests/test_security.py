@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from broker.guard import MAX_BODY, MAX_HEADER_VALUE, FailureThrottle
-from broker.runtime import CONTROL_SOCKET, DAEMON_FILE
-from broker.tokens import TOKEN_PREFIX, new_token
-from clients.env_cmds import write_token_file
-from clients.daemon_client import ControlConnection, DaemonError
+from rolebroker.broker.guard import MAX_BODY, MAX_HEADER_VALUE, FailureThrottle
+from rolebroker.broker.runtime import CONTROL_SOCKET, DAEMON_FILE
+from rolebroker.broker.tokens import TOKEN_PREFIX, new_token
+from rolebroker.clients.env_cmds import write_token_file
+from rolebroker.clients.daemon_client import ControlConnection, DaemonError
 from tests.harness import ALICE_SECRET, Broker, start_broker
 
 CREDENTIAL_FIELDS = ("AccessKeyId", "SecretAccessKey", "Token")

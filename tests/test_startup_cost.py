@@ -17,8 +17,8 @@ from pathlib import Path
 import botocore.session
 import pytest
 
-from broker.config import read_full_config
-from clients.daemon_client import DaemonError, parse_answer
+from rolebroker.broker.config import read_full_config
+from rolebroker.clients.daemon_client import DaemonError, parse_answer
 from tests.harness import Broker
 from tests.processes import ROLEBROKER, Serve, daemon_env, free_port, needs_rolebroker, rolebroker
 
@@ -65,8 +65,8 @@ def test_fastapi_loads_with_the_first_control_request_and_botocore_with_the_firs
     daemon.signal(signal.SIGHUP)
     daemon.log.wait_for("config reloaded")
     before_control = imported(daemon.log.seen)
-    assert "broker.server" in before_control  # the log holds the daemon's imports
-    assert not {"fastapi", "pydantic", "broker.api"} & before_control
+    assert "rolebroker.broker.server" in before_control  # the log holds the daemon's imports
+    assert not {"fastapi", "pydantic", "rolebroker.broker.api"} & before_control
     assert not {"botocore.session", "botocore.client"} & before_control
     # Entry-point scans (keyring's backends, websockets' version) read every installed
     # distribution's metadata: tens of milliseconds, more on a cold disk.
@@ -82,23 +82,23 @@ def test_fastapi_loads_with_the_first_control_request_and_botocore_with_the_firs
     assert get(port, "/v1/credentials/solo", minted.stdout.strip()) in (503,)
     daemon.log.wait_for("cannot reach STS")
     after = imported(daemon.log.seen)
-    assert {"fastapi", "broker.api"} <= after
+    assert {"fastapi", "rolebroker.broker.api"} <= after
     assert "botocore.session" in after
 
 
 # Never on a CLI fast path: the daemon's stack, the client library's TLS and mail parsing,
 # and entry-point scans (importlib.metadata; keyring loads its backends through them).
 ALWAYS_FORBIDDEN = {"http.client", "ssl", "email.parser", "shutil", "importlib.metadata", "keyring",
-                    "broker.server", "botocore"}
+                    "rolebroker.broker.server", "botocore"}
 
 
 @needs_rolebroker
 @pytest.mark.parametrize("args, forbidden", [
     # Run before every AWS call by IDE toolkits and Terraform: the standard library's bare minimum.
-    (["credential-process", "dev"], {"argparse", "typing", "clients.cli", "subprocess", "tempfile"}),
+    (["credential-process", "dev"], {"argparse", "typing", "rolebroker.clients.cli", "subprocess", "tempfile"}),
     # env / status: argparse, but not another command's modules.
-    (["status"], {"subprocess", "dataclasses", "clients.docker_link"}),
-    (["env", "dev"], {"subprocess", "dataclasses", "clients.docker_link"}),
+    (["status"], {"subprocess", "dataclasses", "rolebroker.clients.docker_link"}),
+    (["env", "dev"], {"subprocess", "dataclasses", "rolebroker.clients.docker_link"}),
 ])
 def test_cli_fast_paths_import_only_what_they_use(tmp_path: Path, args: list[str], forbidden: set[str]) -> None:
     env = daemon_env(tmp_path)  # no daemon: each command says so, after importing what it needs
@@ -106,7 +106,7 @@ def test_cli_fast_paths_import_only_what_they_use(tmp_path: Path, args: list[str
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
     assert "not running" in done.stderr + done.stdout
     modules = imported(done.stderr.splitlines())
-    assert "clients.daemon_client" in modules
+    assert "rolebroker.clients.daemon_client" in modules
     assert not (forbidden | ALWAYS_FORBIDDEN) & modules
 
 

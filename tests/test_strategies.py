@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typing import Any
 
-from broker.sts_world import Role, totp
+from rolebroker.broker.sts_world import Role, totp
 from tests.harness import (
     ALICE_KEY, ALICE_SECRET, CONFIG_LAYOUT, DEV_ROLE, MFA_SECRET, MFA_SERIAL, OPEN_ROLE, PROD_ROLE, Broker, alice,
     standard_roles, start_broker,

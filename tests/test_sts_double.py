@@ -21,8 +21,8 @@ import pytest
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from broker.sts_double import StsDouble
-from broker.sts_world import IamUser, MfaDevice, Role, totp
+from rolebroker.broker.sts_double import StsDouble
+from rolebroker.broker.sts_world import IamUser, MfaDevice, Role, totp
 
 START = 1_767_268_800.0  # 2026-01-01T12:00:00Z
 SECRET = b"12345678901234567890"

@@ -30,9 +30,9 @@ from tests.processes import (
 
 import pytest
 
-from broker import systemd
-from clients import service
-from clients.cli import DEFAULT_PORT
+from rolebroker.broker import systemd
+from rolebroker.clients import service
+from rolebroker.clients.cli import DEFAULT_PORT
 
 REPO = Path(__file__).resolve().parent.parent
 def tool(name: str) -> str | None:
@@ -220,7 +220,7 @@ listener.bind(("127.0.0.1", 0))
 listener.listen()
 os.dup2(listener.fileno(), 3)  # where systemd puts the first socket
 os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="rolebroker.socket")
-from broker.systemd import listen_fds
+from rolebroker.broker.systemd import listen_fds
 sockets = listen_fds()
 print(json.dumps({
     "fds": [s.fileno() for s in sockets], "port": sockets[0].getsockname()[1],

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from clients.envvars import UntrustedAnswer, variables_for
+from rolebroker.clients.envvars import UntrustedAnswer, variables_for
 from tests.attacker import OtherUser
 from tests.harness import Broker, Lines
 from tests.test_cli import cli_env, rb
