@@ -96,9 +96,10 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = Fal
     """Write a file whole or not at all (a reader never sees half of it). The temporary file
     is 0600 from its first byte, so a secret is never readable by others, even for a moment.
     `durable`: on disk before this returns (a crash or power cut cannot undo it)."""
-    import tempfile
-
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    # What tempfile.mkstemp does (a new name, O_EXCL, 0600), without its import (and shutil's),
+    # which `rolebroker env` would pay at every shell start.
+    temp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         if mode != 0o600:
             os.fchmod(fd, mode)

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 # The options live in their own module: `rolebroker` builds its whole parser on every call,
 # and this module's imports (dataclasses, subprocess) would cost each call more than argparse.
 from .docker_args import DEFAULT_ADDRESS, add_arguments
+from .executable import rolebroker_executable
 from .docker_args import DEFAULT_INTERFACE as DEFAULT_INTERFACE  # re-exported: tests, scripts
 from .docker_args import LINK_LOCAL_ADDRESSES as LINK_LOCAL_ADDRESSES
 
@@ -357,14 +358,6 @@ With port 80 of 169.254.170.2 leading to the daemon (the nftables redirect above
 Go SDK: with HTTP_PROXY/HTTPS_PROXY set in a container, Go sends requests for {self.address}
 to the proxy unless NO_PROXY names it; `rolebroker env --format docker` puts it in NO_PROXY,
 keep it there if you set NO_PROXY yourself.""")
-
-
-def rolebroker_executable() -> str:
-    """The script being run, for ExecStart=: sudo's PATH may not be the user's."""
-    invoked = Path(sys.argv[0])
-    if invoked.name == "rolebroker" and invoked.exists():
-        return str(invoked.absolute())
-    return shutil.which("rolebroker") or "rolebroker"
 
 
 def daemon_listeners() -> list[str] | None:

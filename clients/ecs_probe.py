@@ -10,7 +10,6 @@ program or another user's daemon answers there). Standard library only, bounded 
 
 from __future__ import annotations
 
-import http.client
 import socket
 from urllib.parse import quote
 
@@ -34,6 +33,8 @@ def is_local_address(address: str = ECS_ADDRESS) -> bool:
 def reaches_daemon(profile: str, token: str, timeout: float = PROBE_TIMEOUT) -> bool:
     if not is_local_address():
         return False
+    import http.client  # only where the address exists: its import costs every `env` call
+
     connection = http.client.HTTPConnection(ECS_ADDRESS, 80, timeout=timeout)
     try:
         connection.request("HEAD", f"/v1/credentials/{quote(profile, safe='')}/{token}")

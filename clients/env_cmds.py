@@ -14,6 +14,7 @@ from ..broker.runtime import write_atomic
 from .daemon_client import DaemonClient, DaemonError
 from .durations import ENV_TOKEN_TTL
 from .envfmt import FORMATS
+from .executable import rolebroker_executable
 from .envvars import (
     RELATIVE_VARIABLE, TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, UntrustedAnswer, environment_for,
 )
@@ -52,13 +53,6 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | 
     return {"set": environment.set_vars, "unset": environment.unset, "token_name": minted["name"],
             "token": minted["token"],
             "notes": [*environment.notices, *described.get("notes", [])]}
-
-
-def rolebroker_executable() -> str:
-    """This CLI's own executable, for `credential_process` lines: the SDK's PATH may differ."""
-    from .docker_link import rolebroker_executable as find  # standard library only
-
-    return find()
 
 
 def cmd_env(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ behave as what they replaced. Import lists are checked in real processes with
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import re
 import signal
 import socket
@@ -165,3 +166,16 @@ def test_control_api_is_built_once_for_concurrent_first_requests(broker: Broker)
     assert [answer[0] for answer in answers] == [200] * 8
     assert broker.daemon.control_api.loaded
     assert broker.daemon.control_api.load() is broker.daemon.control_api.load()
+
+
+@needs_rolebroker
+def test_env_against_a_live_daemon_imports_only_what_it_uses(broker: Broker) -> None:
+    """The whole `env` path, token and all: what a shell rc file pays at every start."""
+    broker.login("dev")
+    env = {**os.environ, "ROLEBROKER_RUNTIME_DIR": str(broker.daemon.settings.runtime_dir)}
+    done = subprocess.run([sys.executable, "-X", "importtime", str(ROLEBROKER), "env", "dev"], env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode == 0 and "AWS_CONTAINER_CREDENTIALS_FULL_URI" in done.stdout, done.stderr[-2000:]
+    modules = imported(done.stderr.splitlines())
+    found = ({"subprocess", "dataclasses", "rolebroker.clients.docker_link"} | ALWAYS_FORBIDDEN) & modules
+    assert not found, found
