@@ -4,6 +4,7 @@ imports the daemon (and with it boto3)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shlex
 import sys
@@ -24,6 +25,7 @@ from .prompt import LoginCancelled, live_until, login_interactively, session_sta
 # every call about a tenth of an interpreter start. mypy and ruff read this name as typing's.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -231,46 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
 # The commands living in modules of their own load with their command only: every CLI call
 # pays for the imports at the top of this file, so they stay few.
 
-def cmd_env(args: argparse.Namespace) -> int:
-    from .env_cmds import cmd_env as run
+def _from(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        run: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module, __package__), name)
+        return run(args)
 
-    return run(args)
-
-
-def cmd_exec(args: argparse.Namespace) -> int:
-    from .env_cmds import cmd_exec as run
-
-    return run(args)
+    return handler
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from .status_view import cmd_status as run
-
-    return run(args)
-
-
-def cmd_reload(args: argparse.Namespace) -> int:
-    from .token_cmds import cmd_reload as run
-
-    return run(args)
-
-
-def cmd_token_create(args: argparse.Namespace) -> int:
-    from .token_cmds import cmd_token_create as run
-
-    return run(args)
-
-
-def cmd_token_list(args: argparse.Namespace) -> int:
-    from .token_cmds import cmd_token_list as run
-
-    return run(args)
-
-
-def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from .token_cmds import cmd_token_revoke as run
-
-    return run(args)
+cmd_env = _from(".env_cmds", "cmd_env")
+cmd_exec = _from(".env_cmds", "cmd_exec")
+cmd_status = _from(".status_view", "cmd_status")
+cmd_reload = _from(".token_cmds", "cmd_reload")
+cmd_token_create = _from(".token_cmds", "cmd_token_create")
+cmd_token_list = _from(".token_cmds", "cmd_token_list")
+cmd_token_revoke = _from(".token_cmds", "cmd_token_revoke")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
