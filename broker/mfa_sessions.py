@@ -26,11 +26,10 @@ from .history import SessionHistory, describe_end
 from .keyring_sessions import DaemonKeyring
 from .models import Credentials
 from .refresh import RefreshPolicy
-from .session_types import MfaSession, expiry_of
+from .session_types import MAX_SESSIONS, MfaSession, expiry_of
 from .sts import StsGateway
 
 log = logging.getLogger("rolebroker.sessions")
-MAX_SESSIONS = 4096
 # The sessions' single-flight registry: one call per key at a time, awaited by `settle`.
 SingleFlight = Callable[[object, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 

@@ -73,5 +73,9 @@ class ProfileStatus:
     mfa_session_ended: str | None = None
 
 
+# Entries a session cache holds at most (cachetools evicts the least recently used past it).
+MAX_SESSIONS = 4096
+
+
 def expiry_of(_key: object, value: Issued | MfaSession, _now: float) -> float:
     return value.credentials.expiration
