@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .tokens import TokenRecord, TokenStore
 
@@ -55,7 +55,7 @@ def holder_of(pid: int) -> tuple[int, int] | None:
 
 @dataclass
 class _Reusable:
-    token: str
+    token: str = field(repr=False)  # a client token's value: never in a repr or a log line
     record: TokenRecord
     ttl: float | None
 

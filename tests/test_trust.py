@@ -301,6 +301,9 @@ def test_env_reuses_its_token_instead_of_piling_them_up(broker: Broker) -> None:
     tokens = {json.loads(o.stdout)["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"] for o in outputs}
     assert len(tokens) == 1
     assert len([n for n in _token_names(broker) if n.startswith("host-dev-")]) == 1
+    # The daemon keeps the value to hand it out again: in memory, never in a repr.
+    kept = broker.daemon.leases
+    assert not [t for t in tokens if t in repr(kept) or t in repr(vars(kept))]
     docker = rb(broker, "env", "dev", "--format", "json", "--target", "docker")
     assert json.loads(docker.stdout)["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"] not in tokens  # another use
     # Past half of its life, a new one is minted; the old one stays valid until it expires.
