@@ -20,6 +20,7 @@ from . import __version__
 from .channel import PEER_KEY, is_control
 from .console import MAX_CONSOLE_SECONDS, MIN_CONSOLE_SECONDS, sign_in
 from .errors import BrokerError
+from .probes import ProbeChallenges
 from .leases import TokenLeases, holder_of
 from .names import PROFILE_NAME_CHARS
 from .sessions import SessionManager
@@ -106,11 +107,12 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
                       describe_env: Callable[[str, str], dict[str, Any]],
                       reload: Callable[[], Awaitable[dict[str, Any]]],
                       config_problem: Callable[[], str | None] = lambda: None,
-                      leases: TokenLeases | None = None) -> FastAPI:
+                      leases: TokenLeases | None = None, probes: ProbeChallenges | None = None) -> FastAPI:
     app = FastAPI(title="rolebroker", version=__version__, docs_url=None, redoc_url=None,
                   responses=ERROR_RESPONSES)
     _document_errors_not_422(app)
     leases = leases or TokenLeases(tokens)
+    probes = probes or ProbeChallenges()
 
     def require_control(request: Request) -> None:
         # The guard already keeps TCP out; a second look costs nothing and guards refactors.
@@ -194,7 +196,7 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
         if request.reuse is not None:
             kept = leases.reuse(request.reuse, profiles, request.ttl_seconds)
             if kept is not None:
-                return _token_answer(*kept)
+                return {**_token_answer(*kept), "reused": True}  # a failing caller must not revoke it
         holder = None
         if request.bind_to_caller:
             peer = http.scope[PEER_KEY]
@@ -207,7 +209,13 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
             raise ControlError(400, "BadTokenRequest", str(exc)) from None
         if request.reuse is not None:
             leases.remember(request.reuse, profiles, request.ttl_seconds, token, record)
-        return _token_answer(token, record)
+        return {**_token_answer(token, record), "reused": False}
+
+    @app.post("/v1/probes", dependencies=control)
+    async def create_probe() -> dict[str, Any]:
+        """A challenge to send to an address (the ECS port): only this daemon answers it."""
+        probe, answer = probes.create()
+        return {"probe": probe, "answer": answer}
 
     @app.get("/v1/tokens", dependencies=control)
     async def list_tokens() -> dict[str, Any]:

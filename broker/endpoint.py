@@ -8,6 +8,7 @@ through to the control API.
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import re
@@ -15,6 +16,7 @@ from typing import Any
 from collections.abc import Awaitable, Callable, MutableMapping
 
 from .channel import is_control
+from .probes import ProbeChallenges, is_probe
 from .errors import BrokerError
 from .names import PROFILE_NAME, PROFILE_NAME_RULE
 from .sessions import SessionManager
@@ -37,7 +39,8 @@ _PATH_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,512}")
 class CredentialsEndpoint:
     def __init__(self, sessions: SessionManager, tokens: TokenStore, fallback: ASGIApp,
                  on_auth_failure: Callable[[Scope], Awaitable[tuple[int, bytes] | None]] | None = None,
-                 on_refused: Callable[[Scope, str, str], None] | None = None) -> None:
+                 on_refused: Callable[[Scope, str, str], None] | None = None,
+                 probes: ProbeChallenges | None = None) -> None:
         self.sessions = sessions
         # Called before a 401 is sent: the guard's throttle holds answers to guessers, or
         # returns the answer to send instead (429). Failures are counted there, not logged here.
@@ -47,6 +50,7 @@ class CredentialsEndpoint:
         self.on_refused = on_refused
         self.tokens = tokens
         self.fallback = fallback
+        self.probes = probes or ProbeChallenges()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(CREDENTIALS_PREFIX[:-1]):
@@ -93,6 +97,11 @@ class CredentialsEndpoint:
         if token is None or len(token) > MAX_TOKEN_LENGTH:
             return 401, error_body("MissingToken", "no Authorization token (AWS_CONTAINER_AUTHORIZATION_TOKEN): "
                                    + _token_advice(profile, "one"))
+        if is_probe(token):
+            # `rolebroker env` asking whether this address reaches us: the answer proves it does.
+            answer = self.probes.answer(token.decode("ascii", "replace"))
+            if answer is not None:
+                return 200, json.dumps({"probe": answer}).encode()
         record = self.tokens.lookup(token)
         if record is None:
             return 401, error_body("InvalidToken",

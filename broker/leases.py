@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from .tokens import TokenRecord, TokenStore
+from .tokens import TokenRecord, TokenStore, TokensNotSaved
 
 log = logging.getLogger("rolebroker.tokens")
 
@@ -70,8 +70,11 @@ class TokenLeases:
         ended = [r.name for r in self.tokens.records()
                  if r.holder is not None and process_start(r.holder[0]) != r.holder[1]]
         for name in ended:
-            if self.tokens.revoke(name):
-                log.info("token %s revoked: the process holding it has ended", name)
+            try:
+                if self.tokens.revoke(name):
+                    log.info("token %s revoked: the process holding it has ended", name)
+            except TokensNotSaved as exc:  # a full disk: the next sweep tries again
+                log.error("token %s outlived its process and could not be revoked yet: %s", name, exc)
         return ended
 
     def reuse(self, purpose: str, profiles: tuple[str, ...], ttl: float | None) -> tuple[str, TokenRecord] | None:

@@ -162,6 +162,7 @@ class MfaSessions:
             await self._keyring().drop_session(source.key)
             return
         self._sessions[source.key] = MfaSession(source.key, credentials, now)
+        self.history.started(source.key, now, credentials.expiration)  # so its end is announced and named
         log.info("MFA session %s taken from the keyring, valid for %.1f h more", source.key.label(),
                  (credentials.expiration - now) / 3600)
 

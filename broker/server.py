@@ -26,6 +26,7 @@ from .endpoint import CREDENTIALS_PREFIX, CredentialsEndpoint
 from .configfiles import ConfigFileError
 from .keyring_sessions import DaemonKeyring
 from .keystore import index_path, read_index
+from .probes import ProbeChallenges
 from .guard import FailureThrottle, RequestGuard, allowed_hosts
 from .lazyapp import LazyApp
 from .leases import TokenLeases
@@ -111,8 +112,10 @@ class Daemon:
         self.control_api = LazyApp(self._build_control_api)
         self.refusals = RefusalLog(settings.limits.summary_interval)
         throttle = FailureThrottle(self.clock.now, self.refusals, settings.limits.failing_requests_per_peer)
+        self.probes = ProbeChallenges()
         endpoint = CredentialsEndpoint(self.sessions, self.tokens, self.control_api, throttle.hold,
-                                       lambda scope, what, detail: self.refusals.note(scope_peer(scope), what, detail))
+                                       lambda scope, what, detail: self.refusals.note(scope_peer(scope), what, detail),
+                                       self.probes)
         self._lock_fd: int | None = None
         self._own_socket: tuple[int, int] | None = None  # (st_dev, st_ino) of the control socket we made
         self.listeners: list[tuple[str, int]] = []
@@ -129,7 +132,7 @@ class Daemon:
         from .client_facts import describe_env
 
         return build_control_api(self.sessions, self.tokens, functools.partial(describe_env, self), self.reload,
-                                 lambda: self.config_error, self.leases)
+                                 lambda: self.config_error, self.leases, self.probes)
 
     # ---- configuration ----------------------------------------------------------------
 

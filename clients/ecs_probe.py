@@ -3,15 +3,22 @@
 SDKs that read only AWS_CONTAINER_CREDENTIALS_RELATIVE_URI (Ruby, PHP) always go there. It
 is this daemon when it listens there itself (`serve --listen 169.254.170.2:80`, with the
 privilege for port 80) or when `rolebroker docker setup` redirects that port to its
-link-local listener. Asking is the only way to know both: a HEAD of the very URL an SDK
-would fetch, with the token just minted, which only this daemon knows (a 401 means another
-program or another user's daemon answers there). Standard library only, bounded in time.
+link-local listener; on a shared machine it may as well be another user's daemon, or anyone
+who bound the port the redirect points at. Asking is the only way to know, and the question
+carries nothing worth stealing: a challenge from our daemon (over the control channel),
+sent in the ECS form's URL, whose answer only our daemon gives (broker/probes.py). Never a
+client token. Standard library only, bounded in time.
 """
 
 from __future__ import annotations
 
+import hmac
 import socket
 from urllib.parse import quote
+
+TYPE_CHECKING = False  # typing's own flag without typing's import cost (see cli.py)
+if TYPE_CHECKING:
+    from .daemon_client import DaemonClient
 
 ECS_ADDRESS = "169.254.170.2"
 PROBE_TIMEOUT = 1.0
@@ -30,19 +37,26 @@ def is_local_address(address: str = ECS_ADDRESS) -> bool:
     return True
 
 
-def reaches_daemon(profile: str, token: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    if not is_local_address():
+def reaches_daemon(client: DaemonClient, profile: str, timeout: float = PROBE_TIMEOUT,
+                   address: str = ECS_ADDRESS, port: int = 80) -> bool:
+    """`client`: the DaemonClient of this user's daemon (the control channel)."""
+    if not is_local_address(address):
         return False
     import http.client  # only where the address exists: its import costs every `env` call
+    import json
 
-    connection = http.client.HTTPConnection(ECS_ADDRESS, 80, timeout=timeout)
+    challenge = client.request("POST", "/v1/probes")
+    connection = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
-        connection.request("HEAD", f"/v1/credentials/{quote(profile, safe='')}/{token}")
+        connection.request("GET", f"/v1/credentials/{quote(profile, safe='')}/{challenge['probe']}")
         response = connection.getresponse()
-        status, kind = response.status, response.getheader("Content-Type", "")
+        status, body = response.status, response.read(4096)
     except (OSError, http.client.HTTPException):
         return False  # nothing there (no address, refused, unreachable, timed out) or not HTTP
     finally:
         connection.close()
-    # 200, or the daemon's own 403/503 (not logged in, STS trouble): it knew the token.
-    return status in (200, 403, 503) and kind == "application/json"
+    try:
+        given = json.loads(body).get("probe") if status == 200 else None
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), str(challenge["answer"]).encode())

@@ -42,16 +42,18 @@ def client_environment(client: DaemonClient, profile: str, ttl_seconds: float | 
     try:
         environment = environment_for(described, minted["token"], stand_in_config=str(stand_in),
                                       environ=os.environ, rolebroker=rolebroker_executable(),
-                                      ecs=reaches_daemon(profile, minted["token"]))
+                                      ecs=reaches_daemon(client, profile))
         if environment.config_text is not None:
             # No secret in it, but the profile names are the user's own business: 0600 in a 0700 dir.
             stand_in.parent.mkdir(mode=0o700, exist_ok=True)
             write_atomic(stand_in, environment.config_text.encode())
     except (UntrustedAnswer, OSError):
-        _revoke_quietly(client, minted.get("name", ""))
+        if not minted.get("reused"):
+            _revoke_quietly(client, minted.get("name", ""))
         raise
+    # A token handed out again is held by earlier shells too: a failure here must not revoke it.
     return {"set": environment.set_vars, "unset": environment.unset, "token_name": minted["name"],
-            "token": minted["token"],
+            "reused": bool(minted.get("reused")), "token": minted["token"],
             "notes": [*environment.notices, *described.get("notes", [])]}
 
 
@@ -81,7 +83,7 @@ def cmd_env(args: argparse.Namespace) -> int:
             set_vars.pop(TOKEN_VARIABLE, None)
             write_token_file(args.token_file, described["token"])
         except OSError as exc:
-            _revoke_quietly(client, described["token_name"])  # nobody will ever hold it
+            _discard(client, described)  # nobody will ever hold it
             print(f"rolebroker: cannot write {args.token_file}: {exc.strerror}", file=sys.stderr)
             return 1
         set_vars[TOKEN_FILE_VARIABLE] = os.path.abspath(args.token_file)
@@ -95,7 +97,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         try:
             write_token_file(str(env_file), "".join(f"{name}={value}\n" for name, value in secret.items()))
         except OSError as exc:
-            _revoke_quietly(client, described["token_name"])
+            _discard(client, described)
             print(f"rolebroker: cannot write {env_file}: {exc.strerror}", file=sys.stderr)
             return 1
         set_vars["--env-file"] = str(env_file)
@@ -109,7 +111,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(text)
     except (ValueError, OSError) as exc:
-        _revoke_quietly(client, described["token_name"])  # printed nowhere, so held by nobody
+        _discard(client, described)  # printed nowhere, so held by nobody
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         print(f"rolebroker: {f'cannot write {args.output}: ' if isinstance(exc, OSError) else ''}{reason}",
               file=sys.stderr)
@@ -186,6 +188,13 @@ def _logged_in(client: DaemonClient, profile: str) -> bool:
             return False
         raise
     return True
+
+
+def _discard(client: DaemonClient, described: dict[str, Any]) -> None:
+    """Revoke the token of an environment nobody received, unless it was handed out again:
+    earlier shells and containers hold that one too."""
+    if not described.get("reused"):
+        _revoke_quietly(client, described["token_name"])
 
 
 def _revoke_quietly(client: DaemonClient, name: str) -> None:

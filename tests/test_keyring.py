@@ -312,7 +312,10 @@ def test_session_cache_survives_a_daemon_restart_and_logout_removes_it(
     logout = rb(env, "logout", "dev")
     assert logout.returncode == 0, logout.stderr
     assert OsKeyring().get_session(name) is None
-    assert rb(env, "credential-process", "dev").returncode == 1  # a login is needed again
+    again = rb(env, "credential-process", "dev")
+    assert again.returncode == 1  # a login is needed again ...
+    # ... and the restored session's end is named like any other's.
+    assert "MFA session logged out at" in again.stderr, again.stderr
     daemon.signal(15)
     assert daemon.wait() == 0
 

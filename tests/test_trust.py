@@ -415,3 +415,65 @@ def test_the_daemon_hangs_up_on_another_uid_even_if_its_socket_is_opened_up(brok
     assert probe.stdout.strip() in ("b''", "ConnectionResetError", "BrokenPipeError"), probe.stdout
     # The user's own CLI is still served.
     assert broker.control().request("GET", "/v1/status")["profiles"]
+
+
+# ---- the ECS-port probe sends nothing worth stealing ---------------------------------------------
+
+RECORDING_LISTENER = r'''
+import http.server, json, sys
+record = open(sys.argv[2], "a")
+
+class Listener(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        record.write(json.dumps({"path": self.path, "headers": dict(self.headers)}) + "\n")
+        record.flush()
+        # Claims to be the daemon: a 200 JSON answer, as an impostor would give.
+        body = json.dumps({"probe": "i-am-the-daemon", "AccessKeyId": "ASIAIMPOSTOR"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_HEAD = do_GET
+    def log_message(self, *args): pass
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Listener).serve_forever()
+'''
+
+
+def test_the_ecs_probe_gives_another_user_no_token_and_is_not_fooled(broker: Broker,
+                                                                       other_user: OtherUser) -> None:
+    from rolebroker.clients.ecs_probe import reaches_daemon
+
+    port, record = free_port(), other_user.home / "seen.jsonl"
+    listener = other_user.python_popen(RECORDING_LISTENER, str(port), str(record))
+    try:
+        _wait_until(lambda: _accepts("127.0.0.1", port))
+        assert reaches_daemon(broker.control(), "dev", address="127.0.0.1", port=port) is False
+    finally:
+        listener.kill()
+        listener.wait(STARTUP_TIMEOUT)
+    seen = record.read_text()
+    assert "rbp_" in seen  # it was asked, with a challenge ...
+    assert "rbt_" not in seen  # ... and never with a client token
+    # The daemon itself answers its own challenge, once.
+    assert reaches_daemon(broker.control(), "dev", address="127.0.0.1", port=broker.port) is True
+    challenge = broker.control().request("POST", "/v1/probes")
+    assert broker.raw_get(f"dev/{challenge['probe']}")[2] == {"probe": challenge["answer"]}
+    assert broker.raw_get(f"dev/{challenge['probe']}")[0] == 401  # good once
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_a_failing_env_does_not_revoke_the_token_other_shells_hold(broker: Broker, tmp_path: Path) -> None:
+    broker.login("dev")
+    first = json.loads(rb(broker, "env", "dev", "--format", "json").stdout)["set"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+    failed = rb(broker, "env", "dev", "--format", "dotenv", "--output", str(tmp_path / "no" / "such" / "dir"))
+    assert failed.returncode == 1 and "cannot write" in failed.stderr
+    assert broker.raw_get("dev", first)[0] == 200  # the first shell's token still works
