@@ -2,14 +2,17 @@
 
 The daemon makes the federation call with the role's credentials and returns only the
 sign-in URL; this opens it in the browser (`webbrowser`, which honours $BROWSER) or, with
---print, prints it. The URL signs anyone who has it in for 15 minutes: treat it like a
-password (a browser started with it on its command line shows it in `ps` for a moment)."""
+--print, prints it. The URL signs anyone who has it in for 15 minutes, so it never goes on
+a command line (every local user can read those): the browser is given a 0600 page in the
+private runtime directory that forwards to it."""
 
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from .daemon_client import DaemonClient, DaemonError
@@ -25,6 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser, profile_type: Any, duration_t
                         help="console session length, 15m-12h; only for a role assumed with long-term keys "
                              "(rolebroker_strategy = direct): AWS caps roles from an MFA session at 1h")
     parser.set_defaults(handler=run)
+
+
+def forwarding_page(url: str) -> Path:
+    """A page that sends the browser on to `url`, readable by this user only."""
+    from ..broker.runtime import runtime_dir, write_private
+
+    path = runtime_dir() / "console.html"
+    quoted = html.escape(url, quote=True)
+    write_private(path, (f'<!doctype html><meta charset="utf-8"><meta name="referrer" content="no-referrer">'
+                         f'<meta http-equiv="refresh" content="0;url={quoted}"><title>AWS console</title>'
+                         f'<a href="{quoted}">Open the AWS console</a>').encode())
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     import webbrowser
 
-    if not webbrowser.open(url):
+    if not webbrowser.open(forwarding_page(url).as_uri()):
         print("rolebroker: no browser could be started (set $BROWSER); `rolebroker console "
               f"{args.profile} --print` prints the URL instead", file=sys.stderr)
         return 1

@@ -3,6 +3,9 @@ a local double of the console federation endpoint that checks the Session JSON i
 
 from __future__ import annotations
 
+import stat
+import re
+import html
 import logging
 import os
 import subprocess
@@ -135,7 +138,12 @@ def test_without_print_the_url_goes_to_the_browser(broker: Broker, federation: F
     result = console(broker, federation, "dev", BROWSER=f"{sys.executable} {browser} %s {opened}")
     assert result.returncode == 0, result.stderr
     [call] = federation.calls
-    url = opened.read_text()
+    # The browser's command line (which every local user can read) holds a private page, not the URL.
+    given = opened.read_text()
+    assert given.startswith("file://") and "SigninToken" not in given
+    page = Path(given[len("file://"):])
+    assert stat.S_IMODE(page.stat().st_mode) == 0o600
+    url = html.unescape(re.search(r'url=([^"]+)"', page.read_text()).group(1))  # type: ignore[union-attr]
     assert login_query(url)["SigninToken"] == call.token
     assert url not in result.stdout + result.stderr  # shown to the browser only
 
