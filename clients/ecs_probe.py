@@ -12,7 +12,6 @@ client token. Standard library only, bounded in time.
 
 from __future__ import annotations
 
-import hmac
 import socket
 from urllib.parse import quote
 
@@ -42,7 +41,8 @@ def reaches_daemon(client: DaemonClient, profile: str, timeout: float = PROBE_TI
     """`client`: the DaemonClient of this user's daemon (the control channel)."""
     if not is_local_address(address):
         return False
-    import http.client  # only where the address exists: its import costs every `env` call
+    import hmac  # these only where the address exists: their imports cost every `env` call
+    import http.client
     import json
 
     challenge = client.request("POST", "/v1/probes")
