@@ -1,6 +1,6 @@
 """Objects that live as long as the process leave the garbage collector's view.
 
-A full collection walks every tracked object: with botocore's models and FastAPI loaded
+A full collection walks every tracked object: with botocore's models loaded
 that is hundreds of thousands, tens of milliseconds during which no request is answered.
 Modules, models and the apps built from them never become garbage, so once they are
 loaded they are moved to the permanent generation (gc.freeze), after a collection, so

@@ -1,11 +1,10 @@
 """An ASGI app built on its first request, off the event loop.
 
-The control API is FastAPI: importing FastAPI and pydantic and building the app cost
-more CPU than everything else the daemon does before its first answer, and about 15 MiB.
-The credentials endpoint never needs them, so a socket-activated daemon answers an SDK's
-first request without paying for them, and a daemon only SDKs talk to never does.
-The first control request (the CLI) waits while a worker thread imports and builds the
-app; the loop keeps serving credentials meanwhile.
+The control API (broker.api) is small now, but it still imports the console sign-in, the
+token leases and its request checks: about 8 ms a socket-activated daemon need not spend
+before its first answer to an SDK, and a daemon only SDKs talk to never spends. The first
+control request (the CLI) waits while a worker thread imports and builds it; the loop
+keeps serving credentials meanwhile.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ class LazyApp:
         with self._lock:
             if self._app is None:
                 app = self._build()
-                freeze_long_lived()  # FastAPI's modules and the app live as long as the daemon
+                freeze_long_lived()  # its modules and the app live as long as the daemon
                 self._app = app
             return self._app
 

@@ -102,8 +102,8 @@ def serve(port: int, demo: bool, log_level: str, listen: list[str] | None = None
             started_demo.stop()
         return 1
     # Everything loaded so far (the modules serving needs) lives as long as the process: take it
-    # out of the garbage collector's view, so a full collection does not stall requests. FastAPI
-    # and botocore's client load later, with their first use (broker.lazyapp, broker.sts).
+    # out of the garbage collector's view, so a full collection does not stall requests. The
+    # control API and botocore's client load later, with their first use (broker.lazyapp, broker.sts).
     gc.collect()
     gc.freeze()
     log.info("serving %d profiles from %s on http://127.0.0.1:%d", len(daemon.sessions.config.plans),

@@ -126,7 +126,7 @@ class Daemon:
         self._stop_requested = False
 
     def _build_control_api(self) -> Any:
-        # FastAPI and pydantic load with the first control request (see broker.lazyapp).
+        # The control API loads with the first control request (see broker.lazyapp).
         from .api import build_control_api
 
         from .client_facts import describe_env

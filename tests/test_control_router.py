@@ -1,0 +1,90 @@
+"""The control API's own request checks, over the real control socket of a running daemon.
+
+JSON types are taken strictly (no "true" for true, no 7 for a name), only field names are
+reported (a refused value may be a code or a token), members the daemon does not know are
+ignored, and each refusal leaves the daemon's state as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.harness import Broker
+
+
+def refused(broker: Broker, method: str, path: str, body: Any) -> str:
+    status, headers, raw = broker.control_call(method, path, body)
+    assert status == 400, raw
+    answer = json.loads(raw)
+    assert answer["code"] == "BadRequest" == answer["Code"]
+    return str(answer["message"])
+
+
+@pytest.mark.parametrize(("body", "fields"), [
+    ({"profile": 7}, "body.profile"),
+    ({"profile": "dev", "code": 123456}, "body.code"),
+    ({"profile": "dev", "code": "12345"}, "body.code"),
+    ({"profile": "dev", "code": "123456\n"}, "body.code"),  # $ must mean the end of the text
+    ({"profile": "dev\n"}, "body.profile"),
+    ({"code": "123456"}, "body.profile"),  # required
+    (["dev"], "body"),
+    ("dev", "body"),
+])
+def test_login_fields_are_checked_and_named_without_their_values(broker: Broker, body: Any, fields: str) -> None:
+    message = refused(broker, "POST", "/v1/login", body)
+    assert message.startswith(f"invalid request fields: {fields}")
+    for value in ("123456", "12345", "7"):
+        assert value not in message
+    assert broker.daemon.sessions.status()[0].credentials_expire_at is None  # nothing was logged in
+
+
+@pytest.mark.parametrize(("body", "fields"), [
+    ({"profiles": ["dev"], "all_profiles": "true"}, "body.all_profiles"),
+    ({"profiles": ["dev"], "bind_to_caller": 1}, "body.bind_to_caller"),
+    ({"profiles": ["dev"], "ttl_seconds": True}, "body.ttl_seconds"),
+    ({"profiles": ["dev"], "ttl_seconds": 0}, "body.ttl_seconds"),
+    ({"profiles": ["dev"], "ttl_seconds": "60"}, "body.ttl_seconds"),
+    ({"profiles": ["dev"], "ttl_seconds": 366 * 86400 + 1}, "body.ttl_seconds"),
+    ({"profiles": [7]}, "body.profiles"),
+    ({"profiles": ["dev"] * 65}, "body.profiles"),
+    ({"profiles": ["dev"], "name": "n" * 65}, "body.name"),
+    ({"profiles": ["dev"], "reuse": "Env"}, "body.reuse"),
+    ({"profiles": "dev", "all_profiles": 0}, "body.profiles, body.all_profiles"),
+])
+def test_token_fields_are_checked_and_no_token_is_made(broker: Broker, body: Any, fields: str) -> None:
+    before = len(broker.daemon.tokens.records())
+    assert refused(broker, "POST", "/v1/tokens", body) == f"invalid request fields: {fields}"
+    assert len(broker.daemon.tokens.records()) == before
+
+
+def test_what_the_checks_accept(broker: Broker) -> None:
+    status, _, raw = broker.control_call("POST", "/v1/tokens", {
+        "profiles": ["dev"], "ttl_seconds": 90, "name": None, "reuse": None,
+        "from_a_newer_cli": {"ignored": True}})  # unknown members are ignored
+    assert status == 200, raw
+    assert json.loads(raw)["expires_at"] is not None
+    console = broker.control_call("POST", "/v1/console", {"profile": "dev", "duration_seconds": 900.5})
+    assert console[0] == 400 and b"body.duration_seconds" in console[2]  # a whole number of seconds
+    env = broker.control_call("GET", "/v1/profiles/dev/env?target=container", None)
+    assert env[0] == 400 and b"query.target" in env[2]
+
+
+def test_a_body_that_says_it_is_not_json_is_refused(broker: Broker) -> None:
+    status, _, raw = broker.control_call("POST", "/v1/login", b'{"profile": "dev"}', {"Content-Type": "text/plain"})
+    assert status == 400 and json.loads(raw)["code"] == "BadRequest"
+    assert b"Content-Type: application/json" in raw
+
+
+def test_the_document_describes_the_checks(broker: Broker) -> None:
+    schema = broker.daemon.app.app.fallback.load().openapi()
+    token = schema["components"]["schemas"]["TokenRequest"]["properties"]
+    assert token["ttl_seconds"] == {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 366 * 86400},
+                                              {"type": "null"}], "default": None}
+    assert token["all_profiles"] == {"type": "boolean", "default": False}
+    login = schema["components"]["schemas"]["LoginRequest"]
+    assert login["required"] == ["profile"]
+    target = schema["paths"]["/v1/profiles/{profile}/env"]["get"]["parameters"][1]
+    assert target["in"] == "query" and target["schema"]["pattern"] == "^(host|docker)$"
