@@ -103,8 +103,8 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
 
     async def logout(call: Call) -> dict[str, Any]:
         wiped = sessions.logout(call.body["profile"])
-        await sessions.cache_settled()  # a session kept in the keyring is gone from there too
-        return {"wiped": wiped}
+        # A session kept in the keyring is gone from there too, or the user hears why not.
+        return {"wiped": wiped, "keyring_problems": await sessions.cache_settled()}
 
     async def profile_session(call: Call) -> dict[str, Any]:
         """Whether a profile needs a login now (the CLI asks before `exec` and `env`)."""

@@ -11,10 +11,11 @@ session's lifetime, so a daemon restart, an upgrade or a reboot costs no new cod
 from __future__ import annotations
 
 import logging
+import shlex
 
 from .plans import KeyringKeys, LongTermKeys, MfaSessionKey
 from .errors import BrokerError, ProfileConfigError
-from .keystore import KeyringUnavailable, KeyringWorker, KeyStore, OsKeyring
+from .keystore import SERVICE, KeyringUnavailable, KeyringWorker, KeyStore, OsKeyring, session_item
 from .models import Credentials, StaticKeys
 
 log = logging.getLogger("rolebroker.keyring")
@@ -73,10 +74,16 @@ class DaemonKeyring:
             log.warning("MFA session %s: not kept in the keyring (a restart will need a new code): %s",
                         key.label(), exc)
 
-    async def drop_session(self, key: MfaSessionKey) -> None:
+    async def drop_session(self, key: MfaSessionKey) -> str | None:
+        """Forget a cached session; what went wrong, for the user who logged out (None: gone)."""
         name = cache_name(key)
         try:
             await self.worker.call(lambda store: store.delete_session(name))
         except KeyringUnavailable as exc:
-            log.warning("MFA session %s: could not be removed from the keyring (%s); it ends by itself at its "
-                        "expiry, or remove it with your keyring's tool", key.label(), exc)
+            clear = f"secret-tool clear service {SERVICE} username {shlex.quote(session_item(name))}"
+            problem = (f"MFA session {key.label()} is still in the OS keyring: it could not be removed ({exc}). "
+                       f"A daemon started before it expires would use it again: remove it with your keyring's "
+                       f"tool (`{clear}`), or run `rolebroker logout` again once the keyring is available")
+            log.warning("%s", problem)
+            return problem
+        return None

@@ -48,7 +48,7 @@ class MfaSessions:
         self.history = history
         # Sessions already looked up in the keyring's cache (once per daemon, or a login since).
         self._cache_tried: set[MfaSessionKey] = set()
-        self._uncaching: set[asyncio.Task[None]] = set()
+        self._uncaching: set[asyncio.Task[str | None]] = set()
         self._sessions: TLRUCache[MfaSessionKey, MfaSession] = TLRUCache(MAX_SESSIONS, ttu=expiry_of,
                                                                           timer=clock.now)
         self._warned: set[tuple[MfaSessionKey, float]] = set()
@@ -182,10 +182,12 @@ class MfaSessions:
             self._uncaching.add(task)
             task.add_done_callback(self._uncaching.discard)
 
-    async def cache_settled(self) -> None:
-        """Wait until the keyring has forgotten the sessions of a logout."""
-        if self._uncaching:
-            await asyncio.wait(set(self._uncaching))
+    async def cache_settled(self) -> list[str]:
+        """Wait until the keyring has forgotten the sessions of a logout; what it could not forget."""
+        if not self._uncaching:
+            return []
+        done, _ = await asyncio.wait(set(self._uncaching))
+        return sorted(problem for task in done if (problem := task.result()) is not None)
 
     # ---- keeping them going --------------------------------------------------------------
 

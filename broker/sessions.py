@@ -231,9 +231,9 @@ class SessionManager:
             self._keyring = DaemonKeyring()
         return self._keyring
 
-    async def cache_settled(self) -> None:
-        """Wait until the keyring has forgotten the sessions of a logout."""
-        await self._mfa.cache_settled()
+    async def cache_settled(self) -> list[str]:
+        """Wait until the keyring has forgotten the sessions of a logout; what it could not forget."""
+        return await self._mfa.cache_settled()
 
     async def _role_credentials(self, profile: str) -> Credentials:
         """Another role profile's credentials, to sign a chain's next hop: cached, or fetched once."""

@@ -346,7 +346,10 @@ def cmd_logout(args: argparse.Namespace) -> int:
     result = client.request("POST", "/v1/logout", {"profile": None if args.all else args.profile})
     wiped = result["wiped"]
     print(f"Wiped from memory: {', '.join(wiped) if wiped else 'nothing was cached'}")
-    return 0
+    problems = result.get("keyring_problems", [])
+    for problem in problems:
+        print(f"rolebroker: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_credential_process(args: argparse.Namespace) -> int:

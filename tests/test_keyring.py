@@ -4,11 +4,13 @@ a test password, reached through `keyring` by the real CLI and the real daemon."
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -318,6 +320,44 @@ def test_session_cache_survives_a_daemon_restart_and_logout_removes_it(
     assert "MFA session logged out at" in again.stderr, again.stderr
     daemon.signal(15)
     assert daemon.wait() == 0
+
+
+def test_logout_says_so_when_the_keyring_cannot_forget_the_session(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if secret_service.missing() is not None:
+        pytest.skip(secret_service.missing())
+    own = secret_service.start()  # this test stops its keyring daemon: not the shared one
+    try:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", own.env["DBUS_SESSION_BUS_ADDRESS"])
+        broker = start_broker(tmp_path, layout(cache=True), users=[alice(), BOB], roles=standard_roles())
+        try:
+            broker.login("dev")
+            token = broker.token("dev")
+            # The Secret Service goes away (a crashed keyring daemon, a desktop session ending).
+            keyring_daemon = own.processes[1]
+            keyring_daemon.terminate()
+            keyring_daemon.wait(10)
+
+            env = cli_env(broker, own.env)
+            logout = rb(env, "logout", "dev")
+            assert logout.returncode == 1  # not the success it would be without the keyring's copy
+            assert logout.stdout.startswith("Wiped from memory:") and "dev" in logout.stdout
+            assert "still in the OS keyring" in logout.stderr and "secret-tool clear service rolebroker" \
+                in logout.stderr, logout.stderr
+            session = next(c for c in broker.sts.issued() if c.kind == "session")
+            assert session.session_token not in logout.stderr and session.secret_access_key not in logout.stderr
+            # Memory is wiped all the same, and the daemon serves on.
+            assert broker.raw_get("dev", token)[0] == 403
+            assert broker.control().request("GET", "/v1/health")["status"] == "ok"
+        finally:
+            broker.stop()
+    finally:
+        own.stop()
+        # keyring's Secret Service backend leaves its D-Bus connection to the garbage collector,
+        # which would report it during a later test: collect it here, where it is expected.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 def test_keys_add_prompts_on_a_terminal_without_echoing_the_secret(
