@@ -136,7 +136,7 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
             if holder is None:
                 raise ControlError(400, "BadTokenRequest", "the calling process has already ended")
         try:
-            token, record = tokens.create(request["name"], profiles, ttl, holder)
+            token, record = await tokens.create_async(request["name"], profiles, ttl, holder)
         except ValueError as exc:
             raise ControlError(400, "BadTokenRequest", str(exc)) from None
         if reuse is not None:
@@ -155,7 +155,7 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
 
     async def revoke_token(call: Call) -> dict[str, Any]:
         name = call.path["name"]
-        if not tokens.revoke(name):
+        if not await tokens.revoke_async(name):
             raise ControlError(400, "UnknownToken", f"no token named {name!r}; `rolebroker token list` shows them")
         return {"revoked": name}
 

@@ -65,16 +65,29 @@ class TokenLeases:
         self.tokens = tokens
         self._reusable: dict[tuple[str, tuple[str, ...]], _Reusable] = {}
 
+    def ended(self) -> list[str]:
+        """The tokens whose holding process has ended."""
+        return [r.name for r in self.tokens.records()
+                if r.holder is not None and process_start(r.holder[0]) != r.holder[1]]
+
     def sweep(self) -> list[str]:
-        """Revoke the tokens whose holding process has ended; their names."""
-        ended = [r.name for r in self.tokens.records()
-                 if r.holder is not None and process_start(r.holder[0]) != r.holder[1]]
+        """Revoke the tokens whose holding process has ended; their names. At start-up."""
+        ended = self.ended()
         for name in ended:
             try:
-                if self.tokens.revoke(name):
-                    log.info("token %s revoked: the process holding it has ended", name)
-            except TokensNotSaved as exc:  # a full disk: the next sweep tries again
-                log.error("token %s outlived its process and could not be revoked yet: %s", name, exc)
+                _revoked(name, self.tokens.revoke(name))
+            except TokensNotSaved as exc:
+                _not_revoked(name, exc)
+        return ended
+
+    async def sweep_async(self) -> list[str]:
+        """`sweep` while the daemon serves: the saves run off the event loop."""
+        ended = self.ended()
+        for name in ended:
+            try:
+                _revoked(name, await self.tokens.revoke_async(name))
+            except TokensNotSaved as exc:
+                _not_revoked(name, exc)
         return ended
 
     def reuse(self, purpose: str, profiles: tuple[str, ...], ttl: float | None) -> tuple[str, TokenRecord] | None:
@@ -100,3 +113,13 @@ class TokenLeases:
 
     def __repr__(self) -> str:
         return f"TokenLeases({len(self._reusable)} reusable)"
+
+
+def _revoked(name: str, revoked: bool) -> None:
+    if revoked:
+        log.info("token %s revoked: the process holding it has ended", name)
+
+
+def _not_revoked(name: str, exc: TokensNotSaved) -> None:
+    # A full disk: the next sweep tries again.
+    log.error("token %s outlived its process and could not be revoked yet: %s", name, exc)

@@ -240,7 +240,7 @@ class Daemon:
         # Processes end in real time, whatever the injected clock says.
         while True:
             await asyncio.sleep(interval)
-            self.leases.sweep()
+            await self.leases.sweep_async()
 
     # ---- what clients are told ----------------------------------------------------------
 

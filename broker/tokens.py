@@ -8,6 +8,7 @@ the token an attacker guessed right.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import hmac
@@ -68,9 +69,14 @@ class TokenStore:
     could not be saved leaves the token valid and says so, rather than revoking it until
     the next restart brings it back."""
 
-    def __init__(self, path: Path | None, now: Callable[[], float]) -> None:
+    def __init__(self, path: Path | None, now: Callable[[], float],
+                 write: Callable[..., None] = write_json) -> None:
         self.path = path
         self.now = now
+        self._write = write  # the file system: a test may hand in one that hangs
+        # The daemon's changes (create_async, revoke_async) one at a time: each saves a whole
+        # new set of records, so two at once would lose one of them.
+        self._changing = asyncio.Lock()
         self._by_digest: dict[str, TokenRecord] = {}
         self.last_used: dict[str, float] = {}
         # What went wrong reading the file at startup, for `rolebroker status`.
@@ -144,7 +150,7 @@ class TokenStore:
         if self._frozen:
             raise TokensNotSaved(f"{self.problem}; until then no token can be created or revoked")
         try:
-            write_json(self.path, {"tokens": [asdict(r) for r in records.values()]}, durable=True)
+            self._write(self.path, {"tokens": [asdict(r) for r in records.values()]}, durable=True)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 fix = f"the disk holding {self.path.parent} is full: free some space there and try again"
@@ -155,6 +161,25 @@ class TokenStore:
 
     def create(self, name: str | None, profiles: tuple[str, ...], ttl: float | None,
                holder: tuple[int, int] | None = None) -> tuple[str, TokenRecord]:
+        """A new token, saved before it works (TokensNotSaved: it never existed). On this thread:
+        for start-up and tests; the running daemon uses create_async."""
+        token, record, records = self._with_new(name, profiles, ttl, holder)
+        self._save(records)
+        self._swap(records)
+        return token, record
+
+    async def create_async(self, name: str | None, profiles: tuple[str, ...], ttl: float | None,
+                           holder: tuple[int, int] | None = None) -> tuple[str, TokenRecord]:
+        """`create`, with the save (an fsync: milliseconds, more on a busy disk) on a worker
+        thread, so the loop keeps serving credentials meanwhile."""
+        async with self._changing:
+            token, record, records = self._with_new(name, profiles, ttl, holder)
+            await asyncio.to_thread(self._save, records)
+            self._swap(records)
+            return token, record
+
+    def _with_new(self, name: str | None, profiles: tuple[str, ...], ttl: float | None,
+                  holder: tuple[int, int] | None) -> tuple[str, TokenRecord, dict[str, TokenRecord]]:
         records = self._unexpired()
         if name is None:
             name = f"{token_name_part('-'.join(profiles)) or 'all'}-{secrets.token_hex(3)}"[-64:]
@@ -167,9 +192,7 @@ class TokenStore:
         record = TokenRecord(name, digest(token), tuple(sorted(set(profiles))), now,
                              now + ttl if ttl else None, holder)
         records[record.digest] = record
-        self._save(records)  # raises TokensNotSaved: then the token never existed
-        self._swap(records)
-        return token, record
+        return token, record, records
 
     def check(self, token: str) -> TokenRecord:
         """The record of a valid token, else TokenRejected (no hint which way it failed)."""
@@ -191,13 +214,28 @@ class TokenStore:
         return record
 
     def revoke(self, name: str) -> bool:
-        records = {d: r for d, r in self._by_digest.items() if r.name != name}
-        if len(records) == len(self._by_digest):
+        """Whether a token of that name was revoked; saved first (TokensNotSaved: it stays valid).
+        On this thread: for start-up and tests; the running daemon uses revoke_async."""
+        records = self._without(name)
+        if records is None:
             return False
-        self._save(records)  # raises TokensNotSaved: then the token stays valid
+        self._save(records)
         self._swap(records)
-        self.last_used.pop(name, None)  # a later token under this name starts afresh
         return True
+
+    async def revoke_async(self, name: str) -> bool:
+        """`revoke`, with the save on a worker thread (see create_async)."""
+        async with self._changing:
+            records = self._without(name)
+            if records is None:
+                return False
+            await asyncio.to_thread(self._save, records)
+            self._swap(records)
+            return True
+
+    def _without(self, name: str) -> dict[str, TokenRecord] | None:
+        records = {d: r for d, r in self._by_digest.items() if r.name != name}
+        return None if len(records) == len(self._by_digest) else records
 
     def records(self) -> list[TokenRecord]:
         return sorted(self._by_digest.values(), key=lambda r: r.created_at)
