@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 from typing import Protocol
 
 log = logging.getLogger("rolebroker.prompt")
@@ -42,6 +44,20 @@ def dialog_argv(program: str, title: str, text: str) -> list[str]:
     raise ValueError(f"unknown dialog program {program!r}")
 
 
+# A systemd user service starts with the user manager's environment, which has no DISPLAY
+# unless the desktop session put it there; most desktops do at login, some do not.
+NO_DISPLAY = ("the daemon has no display to open it on (neither DISPLAY nor WAYLAND_DISPLAY is set in its "
+              "environment): under systemd, run `systemctl --user import-environment DISPLAY WAYLAND_DISPLAY "
+              "XAUTHORITY` in your desktop session (or add it to your session's startup), then "
+              "`systemctl --user restart rolebroker`")
+
+
+def display_missing(program: str) -> bool:
+    """zenity and kdialog need an X11 or Wayland display; osascript (macOS) does not."""
+    return (program != "osascript" and sys.platform != "darwin"
+            and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
+
+
 class ProgramPrompt:
     def __init__(self, program: str, timeout: float = DIALOG_TIMEOUT) -> None:
         dialog_argv(program, "", "")  # refuse an unknown program now, not when a human waits
@@ -49,6 +65,8 @@ class ProgramPrompt:
         self.timeout = timeout
 
     async def ask(self, title: str, text: str) -> str | None:
+        if display_missing(self.program):
+            raise PromptUnavailable(NO_DISPLAY)
         try:
             process = await asyncio.create_subprocess_exec(
                 *dialog_argv(self.program, title, text), stdin=asyncio.subprocess.DEVNULL,

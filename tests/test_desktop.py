@@ -275,6 +275,26 @@ def test_dialog_programs_get_texts_as_arguments_and_never_a_code() -> None:
         dialog_argv("xmessage", "t", "x")
 
 
+@needs("zenity")
+def test_a_daemon_without_a_display_says_how_to_give_it_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A systemd user service whose manager never got DISPLAY: the log says what to run."""
+    caplog.set_level(logging.INFO, logger="rolebroker")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    broker = start_broker(tmp_path, with_prompt("zenity"))
+    try:
+        assert refused(broker) < 1.0
+        broker.call(_dialog_closed(broker))
+        lines = [r.getMessage() for r in caplog.records if "the MFA dialog cannot open" in r.getMessage()]
+        assert len(lines) == 1 and "systemctl --user import-environment DISPLAY" in lines[0], lines
+        assert refused(broker) < 1.0
+        broker.call(_dialog_closed(broker))
+        assert len([r for r in caplog.records if "the MFA dialog cannot open" in r.getMessage()]) == 1  # quiet after
+    finally:
+        broker.stop()
+
+
 def test_osascript_and_kdialog_are_run_as_macos_and_kde_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a Mac or KDE here: stand-ins on PATH that record their argv and answer as the
     real programs do (the typed text on stdout, exit 1 for Cancel)."""
@@ -294,6 +314,7 @@ def test_osascript_and_kdialog_are_run_as_macos_and_kde_would(tmp_path: Path, mo
                             "sys.exit(1) if answer == 'cancel' else print(answer)\n")
         stand_in.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("DISPLAY", ":99")  # kdialog asks for a display; the stand-in needs none
 
     async def scenario() -> list[str | None]:
         notifier = OsascriptNotifier()
