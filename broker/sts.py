@@ -188,7 +188,8 @@ class BotocoreSts:
 def sts_session(files: ConfigFiles) -> botocore.session.Session:
     """The botocore session STS clients are made from. It makes STS clients and nothing else
     (never an SSO or other client: every client it makes is given its keys), so its data
-    loader (broker/sts_loader.py) knows STS alone."""
+    loader (broker/sts_loader.py) knows STS alone: no listing of every service, and an
+    endpoints table with STS's endpoints and no other service's."""
     from .sts_loader import loader_for
 
     session = new_botocore_session(files)
