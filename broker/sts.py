@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
@@ -107,8 +106,7 @@ class BotocoreSts:
         token = secret.session_token
         with self._lock:
             if self._session is None:
-                self._session = new_botocore_session(self.files)
-                self._session.register_component("data_loader", _sts_only_loader(self._session))
+                self._session = sts_session(self.files)
             session = self._session
             session.set_config_variable("profile", profile)
             # A profile's own region beats AWS_DEFAULT_REGION (the daemon's environment is
@@ -187,24 +185,16 @@ class BotocoreSts:
         return StaticKeys(frozen.access_key, frozen.secret_key, frozen.token or None)
 
 
-def _sts_only_loader(session: botocore.session.Session) -> Any:
-    """botocore's data loader, told that STS is the only service there is. Before it loads a
-    model, the stock loader lists every service it has, to say whether the one asked for
-    exists: some 400 directories and 1,300 stat calls, most of the time it takes to make the
-    first client (about 25 ms of 45 here, and far more with a cold disk cache, on the way to
-    a cold daemon's first 200). The session it serves makes STS clients and nothing else."""
-    import botocore.loaders
+def sts_session(files: ConfigFiles) -> botocore.session.Session:
+    """The botocore session STS clients are made from. It makes STS clients and nothing else
+    (never an SSO or other client: every client it makes is given its keys), so its data
+    loader (broker/sts_loader.py) knows STS alone: no listing of every service, and an
+    endpoints table with STS's endpoints and no other service's."""
+    from .sts_loader import loader_for
 
-    class StsOnlyLoader(botocore.loaders.Loader):
-        def list_available_services(self, type_name: str) -> list[str]:
-            return ["sts"]
-
-    # The search path botocore's own create_loader builds: AWS_DATA_PATH's models come first.
-    data_path = session.get_config_variable("data_path")
-    if data_path is None:
-        return StsOnlyLoader()
-    return StsOnlyLoader(extra_search_paths=[os.path.expanduser(os.path.expandvars(path))
-                                             for path in data_path.split(os.pathsep)])
+    session = new_botocore_session(files)
+    session.register_component("data_loader", loader_for(session.get_config_variable("data_path")))
+    return session
 
 
 def _profile_credentials(session: botocore.session.Session, profile: str) -> Any:
