@@ -40,12 +40,18 @@ def saved_names(path: Path) -> set[str]:
     return {record["name"] for record in json.loads(path.read_text())["tokens"]}
 
 
-def test_the_loop_serves_while_a_token_is_saved_and_changes_queue(tmp_path: Path) -> None:
-    path = tmp_path / "tokens.json"
+def store_with_kept_token(path: Path) -> tuple[TokenStore, HeldWrites, str]:
+    """A store holding one token, "kept", saved at once; its saves go through HeldWrites."""
     writes = HeldWrites()
     writes.release.set()
     store = TokenStore(path, lambda: 1000.0, write=writes)
     kept, _ = store.create("kept", ("dev",), None)
+    return store, writes, kept
+
+
+def test_the_loop_serves_while_a_token_is_saved_and_changes_queue(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    store, writes, kept = store_with_kept_token(path)
     old, _ = store.create("old", ("dev",), None)
     writes.release.clear()  # from here on, every save waits for the test
     writes.started.clear()
@@ -71,10 +77,7 @@ def test_the_loop_serves_while_a_token_is_saved_and_changes_queue(tmp_path: Path
 
 def test_a_save_that_fails_off_the_loop_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
-    writes = HeldWrites()
-    writes.release.set()
-    store = TokenStore(path, lambda: 1000.0, write=writes)
-    kept, _ = store.create("kept", ("dev",), None)
+    store, writes, kept = store_with_kept_token(path)
     writes.fail_with = OSError(errno.ENOSPC, "No space left on device")
 
     async def scenario() -> None:
