@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .client_settings import carried_services, carried_settings
 from .names import PROFILE_NAME_CHARS
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ def describe_env(daemon: Daemon, profile: str, target: str = "host") -> dict[str
                          "daemon with `--listen 169.254.170.2:PORT`")
     raw = daemon.sessions.config.raw_profiles
     default = raw.get("default", {})
+    others = [_describe_other(daemon, name, section) for name, section in sorted(raw.items()) if name != "default"]
+    default_settings = carried_settings(default)
+    services = {s["services"] for s in (default_settings, *(o["settings"] for o in others)) if "services" in s}
     return {
         "profile": profile,
         "target": target,
@@ -64,8 +68,10 @@ def describe_env(daemon: Daemon, profile: str, target: str = "host") -> dict[str
         # exporting this profile's region is needed).
         "default_region": _region_of(default),
         # The user's other profiles, for a client that must hide [default] without hiding them.
-        "other_profiles": [_describe_other(daemon, name, section) for name, section in sorted(raw.items())
-                           if name != "default"],
+        "other_profiles": others,
+        # What the stand-in config keeps of each profile besides credentials (client_settings.py).
+        "default_settings": default_settings,
+        "services_sections": carried_services(daemon.sessions.config.raw_services, services),
         "no_proxy": [address for address, _ in daemon.listeners],
         # The demo points its clients at its embedded STS.
         "sts_endpoint_url": daemon.settings.client_env.get("AWS_ENDPOINT_URL_STS"),
@@ -77,4 +83,4 @@ def _describe_other(daemon: Daemon, name: str, section: Any) -> dict[str, Any]:
     return {"name": name, "served": plan is not None, "has_credentials": _has_credentials(section),
             # A served profile's region as the broker resolves it (a role inherits its source's).
             "region": plan.region if plan is not None and plan.region else _region_of(section),
-            "broker_process": _broker_process(section)}
+            "broker_process": _broker_process(section), "settings": carried_settings(section)}

@@ -92,6 +92,8 @@ class BrokerConfig:
     errors: Mapping[str, str] = field(default_factory=dict)
     # Raw profile sections, kept for the STS client factory (regions, endpoints).
     raw_profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+    # The `[services NAME]` sections, for the stand-in config `env` writes (client_settings.py).
+    raw_services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
 
     def profile_names(self) -> list[str]:
         return sorted({*self.plans, *self.errors})
@@ -158,7 +160,8 @@ def load_config(files: ConfigFiles, keyring_profiles: frozenset[str] = frozenset
                             f"({PROFILE_NAME_RULE}); copy the profile under another name")
         elif plan is not None:
             plans[name] = plan
-    return BrokerConfig(files=files, plans=plans, errors=errors, raw_profiles=raw_profiles)
+    return BrokerConfig(files=files, plans=plans, errors=errors, raw_profiles=raw_profiles,
+                        raw_services=raw.get("services", {}))
 
 
 def _with_keyring(profiles: Mapping[str, Mapping[str, Any]],

@@ -14,6 +14,9 @@ import shlex
 from urllib.parse import quote
 from collections.abc import Mapping
 
+from ..broker.client_settings import (
+    NESTED_SETTINGS, SCALAR_SETTINGS, SERVICE_ID, SERVICES_NAME, SETTING_KEY, SETTING_VALUE,
+)
 from ..broker.names import PROFILE_NAME
 
 # typing is for the type checker only: env runs at every shell start of some users, and the
@@ -155,7 +158,7 @@ def _hide_default(environment: ClientEnvironment, described: Mapping[str, Any], 
     set_vars[CONFIG_FILE_VARIABLE] = stand_in_config
     # JavaScript v2 and Go v1 read a config file (its region) only when told to.
     set_vars["AWS_SDK_LOAD_CONFIG"] = "1"
-    environment.config_text, hidden = _stand_in_config(profile, region, described.get("other_profiles"), rolebroker)
+    environment.config_text, hidden = _stand_in_config(profile, region, described, rolebroker)
     environment.notices.append(
         f"[default] in your AWS files has credentials, which every SDK would use before the broker: "
         f"{CREDENTIALS_FILE_VARIABLE} is {os.devnull} and {CONFIG_FILE_VARIABLE} a stand-in ({stand_in_config}) "
@@ -211,7 +214,7 @@ def _profiles(value: Any) -> list[dict[str, Any]]:
         checked.append({"name": entry["name"], "served": entry.get("served") is True,
                         "has_credentials": entry.get("has_credentials") is True,
                         "region": _region(entry.get("region")),
-                        "broker_process": entry.get("broker_process")})
+                        "broker_process": entry.get("broker_process"), "settings": entry.get("settings")})
     return checked
 
 
@@ -220,16 +223,19 @@ def _names(names: list[str]) -> str:
     return f"profile{'s' if len(names) > 1 else ''} {shown}"
 
 
-def _stand_in_config(profile: str, region: str | None, others: Any, rolebroker: str) -> tuple[str, list[str]]:
+def _stand_in_config(profile: str, region: str | None, described: Mapping[str, Any],
+                     rolebroker: str) -> tuple[str, list[str]]:
     """An AWS config with no secret in it: [default] is the broker's (its region, no
     credentials, so the container provider answers); each profile rolebroker serves answers
     as itself through `credential_process`; every other profile fails saying why, instead
-    of falling through to the broker's role. Names the failing profiles."""
+    of falling through to the broker's role. Every profile keeps its client settings (output,
+    pager, endpoints, retries: broker/client_settings.py). Names the failing profiles."""
     hidden: list[str] = []
     profile = profile if _PLAIN_NAME.fullmatch(profile) else "PROFILE"
     lines = [f"# Written by `rolebroker env {profile}`: a stand-in for your AWS config in that environment.",
              "[default]"] + ([f"region = {region}"] if region else [])
-    for entry in _profiles(others):
+    lines += _setting_lines(described.get("default_settings"))
+    for entry in _profiles(described.get("other_profiles")):
         name = entry["name"]
         if not _PLAIN_NAME.fullmatch(name):
             continue  # cannot be named safely in an INI header; botocore will say it is not found
@@ -248,4 +254,46 @@ def _stand_in_config(profile: str, region: str | None, others: Any, rolebroker: 
             lines.append(f"credential_process = /bin/sh -c {shlex.quote(script)}")
         if entry["region"]:
             lines.append(f"region = {entry['region']}")
+        lines += _setting_lines(entry["settings"])
+    lines += _services_lines(described.get("services_sections"))
     return "\n".join(lines) + "\n", hidden
+
+
+def _setting_lines(settings: Any) -> list[str]:
+    """`key = value` lines (and indented blocks) for the carried settings, each checked again
+    here: only keys of the list, one printable line each."""
+    if not settings:
+        return []
+    _expect(isinstance(settings, dict), "settings")
+    lines: list[str] = []
+    for key, value in settings.items():
+        if key in NESTED_SETTINGS:
+            lines += [f"{key} ="] + [f"  {line}" for line in _pairs(value)]
+        else:
+            _expect(key in SCALAR_SETTINGS and isinstance(value, str) and SETTING_VALUE.fullmatch(value) is not None,
+                    "setting")
+            lines.append(f"{key} = {value}".rstrip())
+    return lines
+
+
+def _pairs(values: Any) -> list[str]:
+    _expect(isinstance(values, dict) and all(
+        isinstance(k, str) and SETTING_KEY.fullmatch(k) and isinstance(v, str) and SETTING_VALUE.fullmatch(v)
+        for k, v in values.items()), "nested setting")
+    return [f"{key} = {value}".rstrip() for key, value in values.items()]
+
+
+def _services_lines(sections: Any) -> list[str]:
+    """The `[services NAME]` sections the carried profiles name, checked as the settings are."""
+    if not sections:
+        return []
+    _expect(isinstance(sections, dict), "services sections")
+    lines: list[str] = []
+    for name, services in sections.items():
+        _expect(isinstance(name, str) and SERVICES_NAME.fullmatch(name) is not None and isinstance(services, dict),
+                "services section")
+        lines += ["", f"[services {name}]"]
+        for service, values in services.items():
+            _expect(isinstance(service, str) and SERVICE_ID.fullmatch(service) is not None, "service id")
+            lines += [f"{service} ="] + [f"  {line}" for line in _pairs(values)]
+    return lines

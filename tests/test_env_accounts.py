@@ -212,6 +212,82 @@ def test_default_keys_explicit_profiles_answer_as_themselves_or_fail_saying_why(
     assert ALICE_KEY not in callers and NOMFA_KEY not in callers
 
 
+# DEFAULT_KEYS with the client settings people keep in their profiles: output formats, the
+# pager, retries, S3 addressing and local endpoints (LocalStack, say). The harness gives every
+# profile `services = test-sts`, whose section points STS at the double: carried over too.
+SETTINGS_CONFIG = """
+[default]
+region = us-east-1
+output = table
+cli_pager =
+retry_mode = standard
+max_attempts = 7
+
+[profile dev]
+region = eu-west-1
+output = text
+endpoint_url = http://127.0.0.1:4567
+s3 =
+  addressing_style = path
+
+[profile nomfa]
+region = ap-south-1
+endpoint_url = http://127.0.0.1:4566
+cli_timestamp_format = iso8601
+"""
+CARRIED = ("output", "cli_pager", "retry_mode", "max_attempts", "services", "s3", "endpoint_url",
+           "cli_timestamp_format")
+
+BOTOCORE_SETTINGS = """
+import json, os, sys
+import botocore, botocore.config, botocore.session
+unsigned = botocore.config.Config(signature_version=botocore.UNSIGNED)  # endpoints only: no credentials
+found = {}
+for profile in ("default", "dev", "nomfa"):
+    session = botocore.session.Session(profile=profile)
+    scoped = session.get_scoped_config()
+    s3 = session.create_client("s3", region_name="eu-west-1", config=unsigned)
+    sts = session.create_client("sts", region_name="eu-west-1", config=unsigned)
+    found[profile] = {"scoped": {key: scoped.get(key) for key in sys.argv[1:]}, "s3": s3.meta.endpoint_url,
+                      "sts": sts.meta.endpoint_url, "retries": s3.meta.config.retries}
+print(json.dumps(found))
+"""
+
+
+def botocore_settings(env: dict[str, str]) -> dict[str, Any]:
+    quiet = {k: v for k, v in env.items() if k != "AWS_ENDPOINT_URL_STS"}
+    result = subprocess.run([sys.executable, "-c", BOTOCORE_SETTINGS, *CARRIED], env=quiet,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_the_stand_in_config_keeps_every_profiles_client_settings(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path, {**DEFAULT_KEYS, "config": SETTINGS_CONFIG}, users=_users())
+    try:
+        broker.login("dev")
+        before = shell_env(broker)
+        after, _ = evaluated(broker, before)
+        assert after["AWS_CONFIG_FILE"] != before["AWS_CONFIG_FILE"]  # the stand-in, files hidden
+        # botocore is the oracle: with the user's files and with the stand-in, each profile has
+        # the same settings and its S3 client the same endpoint and retries.
+        original, stand_in = botocore_settings(before), botocore_settings(after)
+        for profile in ("dev", "nomfa"):
+            assert stand_in[profile] == original[profile], profile
+        # [default] is the broker's: its region is dev's; every other setting is [default]'s own.
+        assert stand_in["default"]["scoped"] == original["default"]["scoped"]
+        assert stand_in["default"]["retries"] == original["default"]["retries"]
+        assert stand_in["default"]["sts"] == original["default"]["sts"] == broker.sts.endpoint_url
+        assert original["dev"]["s3"] == "http://127.0.0.1:4567" and original["nomfa"]["s3"] == "http://127.0.0.1:4566"
+        assert original["default"]["scoped"]["cli_pager"] == "" and original["dev"]["scoped"]["s3"] == {
+            "addressing_style": "path"}
+        text = Path(after["AWS_CONFIG_FILE"]).read_text()
+        for secret in (ALICE_KEY, ALICE_SECRET, NOMFA_KEY, NOMFA_SECRET, MFA_SERIAL):
+            assert secret not in text
+    finally:
+        broker.stop()
+
+
 def test_without_a_default_profile_nothing_is_hidden_and_nomfa_answers_as_nomfa(no_default: Broker) -> None:
     broker = no_default
     broker.login("dev")
@@ -294,7 +370,16 @@ def test_the_stand_in_config_takes_nothing_unchecked_from_the_daemon(tmp_path: P
     assert "AKIAEVIL" not in text and "evil" not in text and "x]" not in text
     assert "[profile ok]\ncredential_process = /bin/sh -c" in text  # asks for nothing: fails saying why
     assert "[profile prod]\ncredential_process = rolebroker credential-process prod\nregion = eu-central-1" in text
-    for bad in ({"name": "p", "region": "eu-west-1\nx = y"}, {"name": 7}, "not a dict"):
+    for bad in ({"name": "p", "region": "eu-west-1\nx = y"}, {"name": 7}, "not a dict",
+                {"name": "p", "settings": {"aws_secret_access_key": "x"}},  # not a carried setting
+                {"name": "p", "settings": {"output": "json\n[default]\ncredential_process = evil"}},
+                {"name": "p", "settings": {"s3": {"addressing_style": "path\ncredential_process = evil"}}},
+                {"name": "p", "settings": {"s3": "path"}}):
         with pytest.raises(UntrustedAnswer):
             environment_for({**described, "other_profiles": [bad]}, "rbt_" + "a" * 43,
+                            stand_in_config=str(tmp_path / "c"))
+    for sections in ({"x]\n[default": {}}, {"ok": {"s3\nevil": {"endpoint_url": "http://x"}}},
+                     {"ok": {"s3": {"endpoint_url": "http://x\ncredential_process = evil"}}}):
+        with pytest.raises(UntrustedAnswer):
+            environment_for({**described, "services_sections": sections}, "rbt_" + "a" * 43,
                             stand_in_config=str(tmp_path / "c"))
