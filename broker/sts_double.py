@@ -19,23 +19,22 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, cast
-from urllib.parse import parse_qsl, urlsplit
-from xml.sax.saxutils import escape
+from typing import Literal
 
+from .sts_protocol import (
+    BAD_SERIAL, INVALID_CODE, StsError, StsHttpHandler, StsServer, constraint, credentials_xml, duration_param,
+    element, error_body, success_body, validation,
+)
 from .sts_world import IamUser, IssuedCredential, Role, SignedRequest, StsCall, totp
 
 log = logging.getLogger("rolebroker.sts_double")
 
-_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
 _AUTH_RE = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([A-Za-z0-9]+)/")
 # re.ASCII: STS means ASCII word characters, Python's default \w would admit any letter.
 _SESSION_NAME_RE = re.compile(r"[\w+=,.@-]*", re.ASCII)
 _TOKEN_CODE_RE = re.compile(r"[0-9]{6}")  # not \d: that also matches non-ASCII digits
-_QUERY_RE = re.compile(r"\?\S*")
 _CHAINED_MAX = 3600
 _TOTP_STEP = 30
 
@@ -48,27 +47,6 @@ _FAULTS: dict[str, tuple[int, str, str]] = {
 # "slow" holds a request until release_hung(), then answers it normally.
 _FAULT_KINDS = frozenset(_FAULTS) | {"timeout", "slow"}
 
-_INVALID_CODE = "MultiFactorAuthentication failed with invalid MFA one time pass code. "
-_BAD_SERIAL = ("MultiFactorAuthentication failed, unable to validate MFA code. Please verify your MFA serial "
-               "number is valid and associated with this user.")
-
-
-class _StsError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message = status, code, message
-
-
-def _validation(message: str) -> _StsError:
-    return _StsError(400, "ValidationError", message)
-
-
-def _constraint(shown: str, name: str, rule: str) -> _StsError:
-    """The wording real STS uses for a parameter that fails its model constraint."""
-    return _validation(f"1 validation error detected: Value {shown} at '{name}' failed to satisfy "
-                       f"constraint: Member must {rule}")
-
-
 def _rand(n: int, alphabet: str = _KEY_ALPHABET) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
 
@@ -76,25 +54,6 @@ def _rand(n: int, alphabet: str = _KEY_ALPHABET) -> str:
 def _account(arn: str) -> str:
     parts = arn.split(":")
     return parts[4] if len(parts) > 5 else ""
-
-
-def _duration(params: dict[str, str], default: int, low: int, high: int) -> int:
-    raw = params.get("DurationSeconds")
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _constraint(f"'{raw[:32]}'", "durationSeconds", "be an integer") from None
-    if value < low:
-        raise _constraint(f"'{value}'", "durationSeconds", f"have value greater than or equal to {low}")
-    if value > high:
-        raise _constraint(f"'{value}'", "durationSeconds", f"have value less than or equal to {high}")
-    return value
-
-
-def _el(tag: str, text: str) -> str:
-    return f"<{tag}>{escape(text)}</{tag}>"
 
 
 @dataclass
@@ -133,14 +92,14 @@ class StsDouble:
         # Also check each request's SigV4 signature against the caller's secret key (off by
         # default: most tests are about sessions, not about which secret signed).
         self.check_signatures = False
-        self._server: _Server | None = None
+        self._server: StsServer | None = None
         self._thread: threading.Thread | None = None
         self.calls: list[StsCall] = []
 
     def start(self) -> StsDouble:
         if self._server is not None or self._stopped:
             raise RuntimeError("StsDouble can be started once")
-        server = _Server(self._address, _Handler)
+        server = StsServer(self._address, StsHttpHandler)
         server.double = self
         self._server = server
         # Short poll interval: stop() waits for serve_forever to notice shutdown().
@@ -220,7 +179,7 @@ class StsDouble:
                 return fault.kind
         return None
 
-    def _handle(self, form: dict[str, str], authorization: str | None,
+    def answer(self, form: dict[str, str], authorization: str | None,
                 token: str | None, signed: SignedRequest | None = None) -> tuple[int, bytes, str] | None:
         """Answer one request: (status, body, request id), or None after a held "timeout"."""
         action = form.get("Action", "")
@@ -243,29 +202,25 @@ class StsDouble:
             else:
                 try:
                     if fault is not None:
-                        raise _StsError(*_FAULTS[fault])
+                        raise StsError(*_FAULTS[fault])
                     if match is None:
-                        raise _StsError(403, "MissingAuthenticationToken", "Request is missing Authentication Token")
+                        raise StsError(403, "MissingAuthenticationToken", "Request is missing Authentication Token")
                     user, cred = self._authenticate(key_id, token)
                     if self.check_signatures and signed is not None:
                         secret = cred.secret_access_key if cred is not None else user.secret_access_key
                         if not signed.signature_matches(authorization or "", secret):
-                            raise _StsError(403, "SignatureDoesNotMatch",
+                            raise StsError(403, "SignatureDoesNotMatch",
                                             "The request signature we calculated does not match the signature "
                                             "you provided. Check your AWS Secret Access Key and signing method.")
                     result = self._dispatch(action, user, cred, params)
                     status, code = 200, None
-                    body = (f'<{action}Response xmlns="{_NS}"><{action}Result>{result}</{action}Result>'
-                            f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
-                            f"</{action}Response>")
+                    body = success_body(action, result, request_id)
                 except Exception as exc:  # noqa: BLE001 - a bug in the double must still answer, as a 500
-                    if not isinstance(exc, _StsError):
+                    if not isinstance(exc, StsError):
                         log.exception("sts-double: unexpected error handling %s", action)
-                    err = exc if isinstance(exc, _StsError) else _StsError(500, "InternalFailure", "internal error")
+                    err = exc if isinstance(exc, StsError) else StsError(500, "InternalFailure", "internal error")
                     status, code = err.status, err.code
-                    body = (f'<ErrorResponse xmlns="{_NS}"><Error><Type>{"Receiver" if status >= 500 else "Sender"}'
-                            f'</Type>{_el("Code", err.code)}{_el("Message", err.message)}</Error>'
-                            f"<RequestId>{request_id}</RequestId></ErrorResponse>")
+                    body = error_body(err, request_id)
                 self.calls.append(StsCall(action, key_id, params, status, code))
         if fault == "timeout":
             log.debug("sts-double: holding %s from %s (timeout fault)", action, key_id or "-")
@@ -281,9 +236,9 @@ class StsDouble:
             return user, None
         cred = self._issued.get(key_id)
         if cred is None or not hmac.compare_digest((token or "").encode(), cred.session_token.encode()):
-            raise _StsError(403, "InvalidClientTokenId", "The security token included in the request is invalid.")
+            raise StsError(403, "InvalidClientTokenId", "The security token included in the request is invalid.")
         if self._now() >= cred.expiration:
-            raise _StsError(400, "ExpiredToken", "The security token included in the request is expired")
+            raise StsError(400, "ExpiredToken", "The security token included in the request is expired")
         return cred.user, cred
 
     def _dispatch(self, action: str, user: IamUser, cred: IssuedCredential | None, params: dict[str, str]) -> str:
@@ -293,8 +248,8 @@ class StsDouble:
             return self._assume_role(user, cred, params)
         if action == "GetCallerIdentity":
             arn, user_id = self._identity(user, cred)
-            return _el("Arn", arn) + _el("UserId", user_id) + _el("Account", _account(arn))
-        raise _StsError(400, "InvalidAction", f"Could not find operation {action[:64]} for version 2011-06-15")
+            return element("Arn", arn) + element("UserId", user_id) + element("Account", _account(arn))
+        raise StsError(400, "InvalidAction", f"Could not find operation {action[:64]} for version 2011-06-15")
 
     def _identity(self, user: IamUser, cred: IssuedCredential | None) -> tuple[str, str]:
         """(ARN, UserId) of the caller as STS reports it."""
@@ -306,36 +261,36 @@ class StsDouble:
 
     def _get_session_token(self, user: IamUser, cred: IssuedCredential | None, params: dict[str, str]) -> str:
         if cred is not None:
-            raise _StsError(403, "AccessDenied", "Cannot call GetSessionToken with session credentials")
-        duration = _duration(params, 43200, 900, 129600)
+            raise StsError(403, "AccessDenied", "Cannot call GetSessionToken with session credentials")
+        duration = duration_param(params, 43200, 900, 129600)
         mfa = self._check_mfa(user, params)
-        return self._credentials_xml(self._issue("session", user, duration, mfa, None, None, 0))
+        return credentials_xml(self._issue("session", user, duration, mfa, None, None, 0))
 
     def _assume_role(self, user: IamUser, cred: IssuedCredential | None, params: dict[str, str]) -> str:
         role_arn, name = params.get("RoleArn"), params.get("RoleSessionName")
         if not role_arn:
-            raise _constraint("null", "roleArn", "not be null")
+            raise constraint("null", "roleArn", "not be null")
         if name is None or not 2 <= len(name) <= 64:
             shown = "null" if name is None else f"'{name[:80]}'"
-            raise _constraint(shown, "roleSessionName", "have length between 2 and 64")
+            raise constraint(shown, "roleSessionName", "have length between 2 and 64")
         if not _SESSION_NAME_RE.fullmatch(name):
-            raise _constraint(f"'{name[:80]}'", "roleSessionName", r"satisfy regular expression pattern: [\w+=,.@-]*")
-        denied = _StsError(403, "AccessDenied", f"User: {self._identity(user, cred)[0]} is not authorized "
+            raise constraint(f"'{name[:80]}'", "roleSessionName", r"satisfy regular expression pattern: [\w+=,.@-]*")
+        denied = StsError(403, "AccessDenied", f"User: {self._identity(user, cred)[0]} is not authorized "
                                                 f"to perform: sts:AssumeRole on resource: {role_arn}")
         role = self._roles.get(role_arn)
         if role is None:
             raise denied
-        duration = _duration(params, 3600, 900, 43200)
+        duration = duration_param(params, 3600, 900, 43200)
         if cred is not None and duration > _CHAINED_MAX:
-            raise _validation("The requested DurationSeconds exceeds the 1 hour session limit "
+            raise validation("The requested DurationSeconds exceeds the 1 hour session limit "
                               "for roles assumed by role chaining.")
         if cred is None and duration > role.max_session_duration:
-            raise _validation("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
+            raise validation("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
         if role.external_id is not None and params.get("ExternalId") != role.external_id:
             raise denied
         if "SerialNumber" in params or "TokenCode" in params:
             if cred is not None:  # the brief's rule: an MFA code on AssumeRole only from long-term keys
-                raise _StsError(403, "AccessDenied", _BAD_SERIAL)
+                raise StsError(403, "AccessDenied", BAD_SERIAL)
             mfa = self._check_mfa(user, params)
         else:
             # MFA context carries from a GetSessionToken session, never across a role hop.
@@ -345,8 +300,8 @@ class StsDouble:
         depth = 1 if cred is None else cred.chain_depth + 1
         new = self._issue("role", user, duration, mfa, role.arn, name, depth, from_long_term_keys=cred is None)
         arn, role_id = self._identity(user, new)
-        return (self._credentials_xml(new)
-                + f"<AssumedRoleUser>{_el('AssumedRoleId', role_id)}{_el('Arn', arn)}</AssumedRoleUser>")
+        return (credentials_xml(new)
+                + f"<AssumedRoleUser>{element('AssumedRoleId', role_id)}{element('Arn', arn)}</AssumedRoleUser>")
 
     def _check_mfa(self, user: IamUser, params: dict[str, str]) -> bool:
         """Validate and consume SerialNumber/TokenCode; False when neither was sent."""
@@ -354,17 +309,17 @@ class StsDouble:
         if serial is None and code is None:
             return False
         if serial is None or code is None:
-            raise _validation("SerialNumber and TokenCode must be provided together.")
+            raise validation("SerialNumber and TokenCode must be provided together.")
         if not _TOKEN_CODE_RE.fullmatch(code):
             # The refused value is not echoed: it may be a near-miss of a live code.
-            raise _constraint("(not shown)", "tokenCode", r"satisfy regular expression pattern: [\d]{6}")
+            raise constraint("(not shown)", "tokenCode", r"satisfy regular expression pattern: [\d]{6}")
         device = user.mfa_device
         if device is None or serial != device.serial:
-            raise _StsError(403, "AccessDenied", _BAD_SERIAL)
+            raise StsError(403, "AccessDenied", BAD_SERIAL)
         if device.totp_secret is None:
             used_codes = self._used_any.setdefault(serial, set())
             if code in used_codes:
-                raise _StsError(403, "AccessDenied", _INVALID_CODE)
+                raise StsError(403, "AccessDenied", INVALID_CODE)
             used_codes.add(code)
         else:
             # Codes are consumed per time step, not per string: a fresh step that happens to
@@ -374,7 +329,7 @@ class StsDouble:
             matched = [s for s in (now_step - 1, now_step, now_step + 1)
                        if s not in used_steps and hmac.compare_digest(totp(secret, s * _TOTP_STEP), code)]
             if not matched:
-                raise _StsError(403, "AccessDenied", _INVALID_CODE)
+                raise StsError(403, "AccessDenied", INVALID_CODE)
             used_steps.add(matched[0])
         self._accepted.append(code)
         return True
@@ -392,56 +347,3 @@ class StsDouble:
             from_long_term_keys=from_long_term_keys)
         self._issued[key_id] = cred
         return cred
-
-    @staticmethod
-    def _credentials_xml(cred: IssuedCredential) -> str:
-        # Truncated to whole seconds, so clients see expiry no later than the double enforces it.
-        expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cred.expiration))
-        return ("<Credentials>" + _el("AccessKeyId", cred.access_key_id)
-                + _el("SecretAccessKey", cred.secret_access_key) + _el("SessionToken", cred.session_token)
-                + _el("Expiration", expiration) + "</Credentials>")
-
-
-class _Server(ThreadingHTTPServer):
-    double: StsDouble
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # One request per connection: no idle keep-alive thread can outlive stop(), which joins them.
-    protocol_version = "HTTP/1.0"
-    # A client that connects and never sends must not pin a handler thread (and stop()) forever.
-    timeout = 10.0
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        raw = self.rfile.read(length) if length > 0 else b""
-        body = raw.decode("utf-8", "replace")
-        form = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
-        form.update(parse_qsl(body, keep_blank_values=True))
-        double = cast(_Server, self.server).double
-        signed = SignedRequest(self.command, self.path, tuple(self.headers.items()), raw)
-        reply = double._handle(form, self.headers.get("Authorization"), self.headers.get("X-Amz-Security-Token"),
-                               signed)
-        if reply is None:  # a released "timeout": the client gets no answer, only a closed connection
-            self.close_connection = True
-            return
-        status, payload, request_id = reply
-        self.send_response(status)
-        self.send_header("Content-Type", "text/xml")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("x-amzn-RequestId", request_id)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
-        # Not stderr, as the base class does; and no query string: a presigned URL carries a session token.
-        log.debug("sts-double http: %s", _QUERY_RE.sub("?...", format % args))

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from rolebroker.broker import sts_double
+from rolebroker.broker import sts_protocol
 from rolebroker.broker.sts_double import StsDouble
 from rolebroker.broker.sts_world import IamUser, Role, SignedRequest
 from tests.relay import pump
@@ -53,7 +53,7 @@ class Request:
                 f"status={self.status!r})")
 
 
-class _RecordingHandler(sts_double._Handler):
+class _RecordingHandler(sts_protocol.StsHttpHandler):
     def _serve(self) -> None:
         server: Any = self.server
         server.double.request_context.host = self.headers.get("Host", "")
@@ -73,7 +73,7 @@ class RecordingSts(StsDouble):
     def start(self) -> RecordingSts:
         if self._server is not None or self._stopped:
             raise RuntimeError("RecordingSts can be started once")
-        server = sts_double._Server(self._address, _RecordingHandler)
+        server = sts_protocol.StsServer(self._address, _RecordingHandler)
         server.double = self
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -81,11 +81,11 @@ class RecordingSts(StsDouble):
         self._thread.start()
         return self
 
-    def _handle(self, form: dict[str, str], authorization: str | None,
+    def answer(self, form: dict[str, str], authorization: str | None,
                 token: str | None, signed: SignedRequest | None = None) -> tuple[int, bytes, str] | None:
         with self._one_at_a_time:  # so the call the double logs is this request's
             before = len(self.calls)
-            reply = super()._handle(form, authorization, token, signed)
+            reply = super().answer(form, authorization, token, signed)
             with self._lock:
                 call = self.calls[before] if len(self.calls) > before else None
                 if call is not None:
