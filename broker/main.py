@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from . import systemd
 from .channel import is_unix
 from .config import ConfigFiles
-from .limits import raise_open_file_limit
+from .fd_budget import raise_open_file_limit
 from .lockdown import forbid_dumps
 from .runtime import (
     CONTROL_SOCKET, DaemonAlreadyRunning, RuntimeDirError, claim_runtime_dir, runtime_dir, state_dir,

@@ -28,7 +28,8 @@ import pytest
 
 from rolebroker.broker.clock import ManualClock
 from rolebroker.broker.guard import FailureThrottle, RequestGuard
-from rolebroker.broker.limits import OPEN_FILES_WANTED, Limits
+from rolebroker.broker.fd_budget import OPEN_FILES_WANTED
+from rolebroker.broker.limits import Limits
 from rolebroker.broker.refresh import RefreshPolicy
 from rolebroker.broker.server import Daemon, DaemonSettings
 from rolebroker.broker.sts_double import StsDouble
