@@ -20,7 +20,7 @@ from .leases import TokenLeases, holder_of
 from .names import PROFILE_NAME_CHARS
 from .request_fields import Body, Field, Flag, Number, Text, TextList
 from .sessions import SessionManager
-from .tokens import TokensNotSaved, TokenStore
+from .tokens import NAME as TOKEN_NAME, TokensNotSaved, TokenStore
 
 __all__ = ["ControlError", "build_control_api"]
 
@@ -42,7 +42,7 @@ TOKEN = Body("TokenRequest", {
     "profiles": Field(TextList(max_items=64), default=[]),
     # A token for every profile is asked for by name, never the result of an empty list.
     "all_profiles": Field(Flag(), default=False),
-    "name": Field(Text(max_length=64), nullable=True),
+    "name": Field(Text(pattern=f"^{TOKEN_NAME.pattern}$"), nullable=True),
     "ttl_seconds": Field(Number(above=0, at_most=366 * 86400), nullable=True),
     # Revoke the token once the calling process has ended (`rolebroker exec`).
     "bind_to_caller": Field(Flag(), default=False),

@@ -77,13 +77,17 @@ def signin_endpoint(partition: str, override: str | None) -> str:
     chosen = override or os.environ.get(SIGNIN_URL_VARIABLE) or PARTITIONS[partition].signin
     import ipaddress  # only here, as in server.check_listen_address: start-up need not load it
 
-    parsed = urllib.parse.urlsplit(chosen)
+    try:
+        parsed = urllib.parse.urlsplit(chosen)
+        port = parsed.port  # raises for a port that is not a number or out of range
+    except ValueError:  # "http://[::1", "https://host:abc/": not a URL at all
+        parsed, port = urllib.parse.urlsplit(""), None
     host = (parsed.hostname or "").lower()
     try:
         local = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         local = False
-    aws = parsed.scheme == "https" and SIGNIN_HOSTS.match(host) is not None and parsed.port in (None, 443)
+    aws = parsed.scheme == "https" and SIGNIN_HOSTS.match(host) is not None and port in (None, 443)
     if not (aws or (local and parsed.scheme in ("http", "https"))) or parsed.query or parsed.fragment \
             or parsed.username is not None:
         raise ConsoleRefused(f"{SIGNIN_URL_VARIABLE} must name AWS's sign-in federation endpoint over https (e.g. "

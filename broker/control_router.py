@@ -9,6 +9,7 @@ format, never a framework's own.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,8 @@ class Route:
         return params
 
 
+log = logging.getLogger("rolebroker.control")
+
 HELP = "see `rolebroker --help` for what the CLI can do"
 
 
@@ -89,9 +92,14 @@ class ControlRouter:
         except Exception as exc:
             mapped = self.errors(exc)
             if mapped is None:
-                raise  # a bug: uvicorn logs it and answers 500
+                # A bug: the traceback goes to the log (without local values), and the CLI gets
+                # the daemon's error shape rather than uvicorn's plain-text 500.
+                log.exception("control API: %s %s failed", scope["method"], scope["path"][:200])
+                mapped = (500, "InternalError", "the daemon failed on this request; its log says why")
             status, body = mapped[0], error_body(mapped[1], mapped[2])
-        start, content = response_messages(status, b"" if scope["method"] == "HEAD" else body)
+        start, content = response_messages(status, body)
+        if scope["method"] == "HEAD":  # the headers a GET would get, and no body
+            content = {**content, "body": b""}
         await send(start)
         await send(content)
 
@@ -116,10 +124,14 @@ class ControlRouter:
         return self._openapi
 
 
+# What a user typed wrong most often, said with the field's name.
+HINTS = {"body.code": "an MFA code is six digits", "body.name": "a token name is 1-64 letters, digits and _.@:-"}
+
+
 def _bad_fields(names: Sequence[str]) -> ControlError:
-    fields = ", ".join(names)
-    hint = " (an MFA code is six digits)" if "code" in fields else ""
-    return ControlError(400, "BadRequest", f"invalid request fields: {fields}{hint}")
+    hints = [HINTS[name] for name in names if name in HINTS]
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    return ControlError(400, "BadRequest", f"invalid request fields: {', '.join(names)}{hint}")
 
 
 def _parse_query(route: Route, scope: Scope) -> dict[str, Any]:
@@ -147,11 +159,11 @@ def _parse_query(route: Route, scope: Scope) -> dict[str, Any]:
 def _parse_body(route: Route, scope: Scope, raw: bytes) -> dict[str, Any]:
     assert route.body is not None
     content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
-    if content_type and not content_type.endswith(b"json"):
+    if content_type and content_type != b"application/json" and not content_type.endswith(b"+json"):
         raise ControlError(400, "BadRequest", "the body must be JSON (Content-Type: application/json)")
     try:
         value = json.loads(raw) if raw else None
-    except ValueError:  # also bytes that are not UTF-8
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested deeper than Python recurses
         raise _bad_fields(["body"]) from None
     parsed, bad = route.body.parse(value)
     if bad:
@@ -183,7 +195,8 @@ def _document(router: ControlRouter) -> dict[str, Any]:
     for route in router.routes:
         operation: dict[str, Any] = {
             "summary": route.summary,
-            "operationId": f"{route.method.lower()}_{route.path.strip('/').replace('/', '_').strip('{}')}",
+            "operationId": route.method.lower() + "_" + "_".join(
+                segment.strip("{}").replace(".", "_") for segment in route.segments),
             "responses": {"200": {"description": "done", "content": {"application/json": {"schema": {
                 "type": "object", "additionalProperties": True}}}}, **errors},
         }

@@ -71,7 +71,13 @@ class Number:
 
     def check(self, value: Any) -> float | int:
         # bool is an int in Python, never a number in JSON.
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Invalid
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer of hundreds of digits: no number of seconds
+            raise Invalid from None
+        if not finite:
             raise Invalid
         if self.whole:
             if value != int(value):
