@@ -125,11 +125,17 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
         for profile in request["profiles"]:
             sessions.plan(profile)
         profiles = tuple(sorted(set(request["profiles"])))
-        ttl, reuse = request["ttl_seconds"], request["reuse"]
-        if reuse is not None:
-            kept = leases.reuse(reuse, profiles, ttl)
+        if request["reuse"] is None:
+            return await mint(call, profiles)
+        async with leases.minting(request["reuse"], profiles):
+            kept = leases.reuse(request["reuse"], profiles, request["ttl_seconds"])
             if kept is not None:
                 return {**_token_answer(*kept), "reused": True}  # a failing caller must not revoke it
+            return await mint(call, profiles)
+
+    async def mint(call: Call, profiles: tuple[str, ...]) -> dict[str, Any]:
+        request = call.body
+        ttl, reuse = request["ttl_seconds"], request["reuse"]
         holder = None
         if request["bind_to_caller"]:
             holder = holder_of(call.scope[PEER_KEY].pid)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
@@ -64,31 +65,38 @@ class TokenLeases:
     def __init__(self, tokens: TokenStore) -> None:
         self.tokens = tokens
         self._reusable: dict[tuple[str, tuple[str, ...]], _Reusable] = {}
+        self._minting: dict[tuple[str, tuple[str, ...]], asyncio.Lock] = {}
 
-    def ended(self) -> list[str]:
+    def ended(self) -> list[TokenRecord]:
         """The tokens whose holding process has ended."""
-        return [r.name for r in self.tokens.records()
+        return [r for r in self.tokens.records()
                 if r.holder is not None and process_start(r.holder[0]) != r.holder[1]]
 
     def sweep(self) -> list[str]:
         """Revoke the tokens whose holding process has ended; their names. At start-up."""
         ended = self.ended()
-        for name in ended:
+        for record in ended:
             try:
-                _revoked(name, self.tokens.revoke(name))
+                _revoked(record.name, self.tokens.revoke(record.name))
             except TokensNotSaved as exc:
-                _not_revoked(name, exc)
-        return ended
+                _not_revoked(record.name, exc)
+        return [r.name for r in ended]
 
     async def sweep_async(self) -> list[str]:
-        """`sweep` while the daemon serves: the saves run off the event loop."""
+        """`sweep` while the daemon serves: the saves run off the event loop. Each revoke names
+        the token by its digest too: one made under the same name meanwhile stays."""
         ended = self.ended()
-        for name in ended:
+        for record in ended:
             try:
-                _revoked(name, await self.tokens.revoke_async(name))
+                _revoked(record.name, await self.tokens.revoke_async(record.name, record.digest))
             except TokensNotSaved as exc:
-                _not_revoked(name, exc)
-        return ended
+                _not_revoked(record.name, exc)
+        return [r.name for r in ended]
+
+    def minting(self, purpose: str, profiles: tuple[str, ...]) -> asyncio.Lock:
+        """Held from `reuse` to `remember`: callers asking at once (shells opened together) get
+        one token between them, not one each."""
+        return self._minting.setdefault((purpose, profiles), asyncio.Lock())
 
     def reuse(self, purpose: str, profiles: tuple[str, ...], ttl: float | None) -> tuple[str, TokenRecord] | None:
         """The token last minted for this purpose, if it is still valid with at least half of

@@ -240,7 +240,10 @@ class Daemon:
         # Processes end in real time, whatever the injected clock says.
         while True:
             await asyncio.sleep(interval)
-            await self.leases.sweep_async()
+            try:
+                await self.leases.sweep_async()
+            except Exception:  # a bug must not end the sweep for good: exec tokens would outlive exec
+                log.exception("the sweep of ended processes' tokens failed; trying again in %g s", interval)
 
     # ---- what clients are told ----------------------------------------------------------
 

@@ -21,11 +21,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .names import token_name_part
-from .runtime import read_json, write_json
+from .runtime import RuntimeDirError, read_json, write_json
 
 log = logging.getLogger("rolebroker.tokens")
+T = TypeVar("T")
 TOKEN_PREFIX = "rbt_"
 NAME = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -60,6 +62,9 @@ class TokenRejected(Exception):
     pass
 
 
+SAVE_TIMEOUT = 10.0
+
+
 class TokensNotSaved(Exception):
     """The token file could not be written: nothing changed, in memory or on disk."""
 
@@ -73,10 +78,14 @@ class TokenStore:
                  write: Callable[..., None] = write_json) -> None:
         self.path = path
         self.now = now
-        self._write = write  # the file system: a test may hand in one that hangs
+        self.write_file = write  # the file system: a test may hand in one that hangs
         # The daemon's changes (create_async, revoke_async) one at a time: each saves a whole
         # new set of records, so two at once would lose one of them.
         self._changing = asyncio.Lock()
+        self._changes: set[asyncio.Task[Any]] = set()  # running changes, kept from the garbage collector
+        # How long a caller waits for a save (a hung network mount): then it is told, and the
+        # change still completes, or fails into the log, once the write ends.
+        self.save_timeout = SAVE_TIMEOUT
         self._by_digest: dict[str, TokenRecord] = {}
         self.last_used: dict[str, float] = {}
         # What went wrong reading the file at startup, for `rolebroker status`.
@@ -150,7 +159,9 @@ class TokenStore:
         if self._frozen:
             raise TokensNotSaved(f"{self.problem}; until then no token can be created or revoked")
         try:
-            self._write(self.path, {"tokens": [asdict(r) for r in records.values()]}, durable=True)
+            self.write_file(self.path, {"tokens": [asdict(r) for r in records.values()]}, durable=True)
+        except RuntimeDirError as exc:  # the state directory replaced by a symlink, say: it says why
+            raise TokensNotSaved(f"could not save the client tokens ({exc}), so nothing was changed") from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 fix = f"the disk holding {self.path.parent} is full: free some space there and try again"
@@ -172,11 +183,37 @@ class TokenStore:
                            holder: tuple[int, int] | None = None) -> tuple[str, TokenRecord]:
         """`create`, with the save (an fsync: milliseconds, more on a busy disk) on a worker
         thread, so the loop keeps serving credentials meanwhile."""
-        async with self._changing:
+        def make() -> tuple[tuple[str, TokenRecord], dict[str, TokenRecord]]:
             token, record, records = self._with_new(name, profiles, ttl, holder)
-            await asyncio.to_thread(self._save, records)
-            self._swap(records)
-            return token, record
+            return (token, record), records
+        return await self._change_async(make)
+
+    async def _change_async(self, make: Callable[[], tuple[T, dict[str, TokenRecord] | None]]) -> T:
+        """One change, off the loop. make() runs under the lock and gives the result and the
+        records to save (None: nothing to change). The save and the swap after it run in a task
+        of their own, so a caller that is cancelled or stops waiting cannot leave memory and
+        file apart, and the next change starts only once this write has ended: an older write
+        can never land after a newer one."""
+        change = asyncio.ensure_future(self._locked_change(make))
+        self._changes.add(change)
+        change.add_done_callback(self._changes.discard)
+        try:
+            return await asyncio.wait_for(asyncio.shield(change), self.save_timeout)
+        except TimeoutError:
+            change.add_done_callback(_log_late_failure)  # nobody waits for its outcome any more
+            raise TokensNotSaved(
+                f"the disk holding {self.path} did not finish saving the client tokens within "
+                f"{self.save_timeout:g} s, so the change is not confirmed: it takes effect only once the write "
+                "ends. Check that file system (a hung network mount?), then look at `rolebroker token list`"
+            ) from None
+
+    async def _locked_change(self, make: Callable[[], tuple[T, dict[str, TokenRecord] | None]]) -> T:
+        async with self._changing:
+            result, records = make()
+            if records is not None:
+                await asyncio.to_thread(self._save, records)
+                self._swap(records)
+            return result
 
     def _with_new(self, name: str | None, profiles: tuple[str, ...], ttl: float | None,
                   holder: tuple[int, int] | None) -> tuple[str, TokenRecord, dict[str, TokenRecord]]:
@@ -223,18 +260,16 @@ class TokenStore:
         self._swap(records)
         return True
 
-    async def revoke_async(self, name: str) -> bool:
-        """`revoke`, with the save on a worker thread (see create_async)."""
-        async with self._changing:
-            records = self._without(name)
-            if records is None:
-                return False
-            await asyncio.to_thread(self._save, records)
-            self._swap(records)
-            return True
+    async def revoke_async(self, name: str, digest: str | None = None) -> bool:
+        """`revoke`, with the save on a worker thread (see create_async). With `digest`, only
+        that token: one made later under the same name is left alone."""
+        def make() -> tuple[bool, dict[str, TokenRecord] | None]:
+            records = self._without(name, digest)
+            return records is not None, records
+        return await self._change_async(make)
 
-    def _without(self, name: str) -> dict[str, TokenRecord] | None:
-        records = {d: r for d, r in self._by_digest.items() if r.name != name}
+    def _without(self, name: str, digest: str | None = None) -> dict[str, TokenRecord] | None:
+        records = {d: r for d, r in self._by_digest.items() if r.name != name or (digest is not None and d != digest)}
         return None if len(records) == len(self._by_digest) else records
 
     def records(self) -> list[TokenRecord]:
@@ -248,6 +283,11 @@ class TokenStore:
         for gone in self._by_digest.keys() - records.keys():
             self.last_used.pop(self._by_digest[gone].name, None)
         self._by_digest = records
+
+
+def _log_late_failure(change: asyncio.Task[Any]) -> None:
+    if not change.cancelled() and change.exception() is not None:
+        log.error("a token change whose caller had stopped waiting failed: %s", change.exception())
 
 
 def parse_record(raw: object) -> TokenRecord:

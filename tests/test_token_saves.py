@@ -8,9 +8,11 @@ it go, then writes the real file with the real function.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 
 from rolebroker.broker.runtime import write_json
 from rolebroker.broker.tokens import TokensNotSaved, TokenStore
+from tests.harness import Broker
 
 
 class HeldWrites:
@@ -89,3 +92,85 @@ def test_a_save_that_fails_off_the_loop_changes_nothing(tmp_path: Path) -> None:
     asyncio.run(scenario())
     assert [r.name for r in store.records()] == ["kept"] and store.lookup(kept.encode()) is not None
     assert saved_names(path) == {"kept"}
+
+
+def test_a_caller_that_stops_waiting_leaves_memory_and_file_together(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    store, writes, kept = store_with_kept_token(path)
+    victim, _ = store.create("victim", ("dev",), None)
+    writes.release.clear()
+    writes.started.clear()
+
+    async def scenario() -> None:
+        revoking = asyncio.ensure_future(store.revoke_async("victim"))
+        await asyncio.to_thread(writes.started.wait, 10)
+        revoking.cancel()  # the caller goes away (a shutdown) while the write is on the disk
+        with pytest.raises(asyncio.CancelledError):
+            await revoking
+        creating = asyncio.ensure_future(store.create_async("other", ("prod",), None))
+        writes.release.set()
+        await creating
+
+    asyncio.run(scenario())
+    # The cancelled revoke still took effect, in memory and on disk, before the next change.
+    assert store.lookup(victim.encode()) is None
+    assert saved_names(path) == {"kept", "other"}
+
+
+def test_a_hung_disk_is_an_error_after_a_deadline_and_the_change_lands_later(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    store, writes, kept = store_with_kept_token(path)
+    writes.release.clear()
+    store.save_timeout = 0.2  # real seconds: the save is on a thread, which no clock can move
+
+    async def scenario() -> None:
+        with pytest.raises(TokensNotSaved, match="not confirmed"):
+            await store.create_async("late", ("dev",), None)
+        assert [r.name for r in store.records()] == ["kept"]
+        writes.release.set()  # the disk answers after all
+        await store.create_async("next", ("dev",), None)  # queued behind the late write
+
+    asyncio.run(scenario())
+    assert saved_names(path) == {"kept", "late", "next"}
+    assert {r.name for r in store.records()} == {"kept", "late", "next"}
+
+
+def test_a_revoke_by_digest_spares_a_newer_token_of_the_same_name(tmp_path: Path) -> None:
+    store, _, _ = store_with_kept_token(tmp_path / "tokens.json")
+    _, old = store.create("exec-1", ("dev",), None)
+    assert store.revoke("exec-1")
+    newer, _ = store.create("exec-1", ("dev",), None)
+    assert asyncio.run(store.revoke_async("exec-1", old.digest)) is False
+    assert store.lookup(newer.encode()) is not None
+
+
+def test_a_state_directory_that_is_not_ours_is_a_clear_error(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = TokenStore(state / "tokens.json", lambda: 1000.0)
+    state.symlink_to(tmp_path / "elsewhere")  # replaced by a symlink after the daemon started
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(TokensNotSaved, match="nothing was changed"):
+        asyncio.run(store.create_async("t", ("dev",), None))
+    assert store.records() == []
+
+
+def test_shells_asking_at_once_share_one_reusable_token(broker: Broker) -> None:
+    """Three `env` calls at once (tmux panes opening) while the first save is on the disk."""
+    writes = HeldWrites()
+    broker.daemon.tokens.write_file = writes  # the daemon's file system, from here on
+    ask = {"profiles": ["dev"], "reuse": "env-host", "ttl_seconds": 3600}
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        first = pool.submit(broker.control_call, "POST", "/v1/tokens", ask)
+        assert writes.started.wait(10)
+        others = [pool.submit(broker.control_call, "POST", "/v1/tokens", ask) for _ in range(2)]
+        lock = broker.daemon.leases.minting("env-host", ("dev",))
+        # Test synchronisation only: both later requests are inside the daemon, queued behind
+        # the first, before its save is let go.
+        deadline = time.monotonic() + 10
+        while len(getattr(lock, "_waiters", None) or ()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        writes.release.set()
+        answers = [json.loads(f.result()[2]) for f in [first, *others]]
+    assert len({a["token"] for a in answers}) == 1
+    assert [a["reused"] for a in answers] == [False, True, True]
+    assert len(broker.daemon.tokens.records()) == 1
