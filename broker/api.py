@@ -102,9 +102,9 @@ def build_control_api(sessions: SessionManager, tokens: TokenStore,
         return result.__dict__
 
     async def logout(call: Call) -> dict[str, Any]:
-        wiped = sessions.logout(call.body["profile"])
         # A session kept in the keyring is gone from there too, or the user hears why not.
-        return {"wiped": wiped, "keyring_problems": await sessions.cache_settled()}
+        wiped, problems = await sessions.logout(call.body["profile"])
+        return {"wiped": wiped, "keyring_problems": problems}
 
     async def profile_session(call: Call) -> dict[str, Any]:
         """Whether a profile needs a login now (the CLI asks before `exec` and `env`)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import sys
 
 from .plans import KeyringKeys, LongTermKeys, MfaSessionKey
 from .errors import BrokerError, ProfileConfigError
@@ -80,10 +81,12 @@ class DaemonKeyring:
         try:
             await self.worker.call(lambda store: store.delete_session(name))
         except KeyringUnavailable as exc:
-            clear = f"secret-tool clear service {SERVICE} username {shlex.quote(session_item(name))}"
-            problem = (f"MFA session {key.label()} is still in the OS keyring: it could not be removed ({exc}). "
-                       f"A daemon started before it expires would use it again: remove it with your keyring's "
-                       f"tool (`{clear}`), or run `rolebroker logout` again once the keyring is available")
+            item = f"service {SERVICE}, account {session_item(name)}"
+            if sys.platform.startswith("linux"):
+                item = f"`secret-tool clear service {SERVICE} username {shlex.quote(session_item(name))}`"
+            problem = (f"MFA session {key.label()} may still be in the OS keyring: it could not be removed ({exc}). "
+                       "A daemon started before it expires would use it again: run `rolebroker logout` again once "
+                       f"the keyring is available, or remove it with your keyring's own tool ({item})")
             log.warning("%s", problem)
             return problem
         return None

@@ -174,20 +174,33 @@ class MfaSessions:
             if isinstance(root, SessionSource) and self.may_be_cached(root):
                 self._single_flight(("restore", root.key), functools.partial(self._restore, root))
 
-    def uncache(self, keys: set[MfaSessionKey]) -> None:
-        """Remove these sessions from the keyring (a logout), in the background."""
+    def uncache(self, keys: set[MfaSessionKey]) -> list[asyncio.Task[str | None]]:
+        """Start removing these sessions from the keyring (a logout); `forgotten` waits for them."""
+        started = []
         for key in keys:
             self._cache_tried.add(key)  # nothing to take from the keyring after a logout
             task = asyncio.ensure_future(self._keyring().drop_session(key))
             self._uncaching.add(task)
             task.add_done_callback(self._uncaching.discard)
+            started.append(task)
+        return started
 
-    async def cache_settled(self) -> list[str]:
-        """Wait until the keyring has forgotten the sessions of a logout; what it could not forget."""
-        if not self._uncaching:
+    @staticmethod
+    async def forgotten(removals: list[asyncio.Task[str | None]]) -> list[str]:
+        """Wait for these removals (one logout's own); what the keyring could not forget."""
+        if not removals:
             return []
-        done, _ = await asyncio.wait(set(self._uncaching))
-        return sorted(problem for task in done if (problem := task.result()) is not None)
+        await asyncio.wait(removals)
+        problems = []
+        for task in removals:
+            failure = None if task.cancelled() else task.exception()
+            if task.cancelled() or failure is not None:
+                problems.append("an MFA session may still be in the OS keyring: removing it failed "
+                                f"({'cancelled' if failure is None else type(failure).__name__}); run "
+                                "`rolebroker logout` again, or remove it with your keyring's own tool")
+            elif (problem := task.result()) is not None:
+                problems.append(problem)
+        return sorted(problems)
 
     # ---- keeping them going --------------------------------------------------------------
 

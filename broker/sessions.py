@@ -231,10 +231,6 @@ class SessionManager:
             self._keyring = DaemonKeyring()
         return self._keyring
 
-    async def cache_settled(self) -> list[str]:
-        """Wait until the keyring has forgotten the sessions of a logout; what it could not forget."""
-        return await self._mfa.cache_settled()
-
     async def _role_credentials(self, profile: str) -> Credentials:
         """Another role profile's credentials, to sign a chain's next hop: cached, or fetched once."""
         inner = self.plan(profile)
@@ -303,27 +299,33 @@ class SessionManager:
                  (credentials.expiration - self.clock.now()) / 3600)
         return LoginResult(plan.name, True, root.key.label(), credentials.expiration, [plan.name])
 
-    def logout(self, profile: str | None) -> list[str]:
-        """Wipe sessions from memory: one profile's MFA session (and every profile it
-        serves), or everything."""
+    async def logout(self, profile: str | None) -> tuple[list[str], list[str]]:
+        """Wipe sessions from memory: one profile's MFA session (and every profile it serves),
+        or everything; and from the keyring, for sessions kept there. (The profiles wiped, what
+        the keyring could not forget.)"""
+        wiped, removals = self._wipe(profile)  # memory first, with no await in between
+        return wiped, await self._mfa.forgotten(removals)
+
+    def _wipe(self, profile: str | None) -> tuple[list[str], list[asyncio.Task[str | None]]]:
         if profile is None:
             wiped = sorted(self._roles.profiles())
             for name in {*self._roles.profiles(), *self._state, *self.config.plans}:
                 self._forget(name)
-            self._mfa.uncache({root.key for plan in self.config.plans.values()
-                               if isinstance(root := self.root_session_source(plan), SessionSource)
-                               and root.session_cache})
+            everything = self._mfa.uncache({root.key for plan in self.config.plans.values()
+                                            if isinstance(root := self.root_session_source(plan), SessionSource)
+                                            and root.session_cache})
             self._mfa.log_out(None)
             self.history.logged_out_all(self.clock.now())
-            return wiped
+            return wiped, everything
         plan = self.plan(profile)
         root = self.root_session_source(plan)
+        removals: list[asyncio.Task[str | None]] = []
         if isinstance(root, SessionSource) and root.key.mfa_serial:
             served = set(self.profiles_using(root.key))
             self._mfa.log_out(root.key)
             self.history.logged_out(root.key, self.clock.now())
             if root.session_cache:
-                self._mfa.uncache({root.key})
+                removals = self._mfa.uncache({root.key})
         else:
             served = {profile}  # a direct-strategy or keys-only profile
         # ... and every profile built on those (chains, and roles assumed with a code from them).
@@ -331,7 +333,7 @@ class SessionManager:
                                     if served & set(topology.dependencies(self.config.plans, other))})
         for name in affected:
             self._forget(name)
-        return affected
+        return affected, removals
 
     # ---- background work --------------------------------------------------------------
 

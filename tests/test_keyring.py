@@ -342,7 +342,7 @@ def test_logout_says_so_when_the_keyring_cannot_forget_the_session(
             logout = rb(env, "logout", "dev")
             assert logout.returncode == 1  # not the success it would be without the keyring's copy
             assert logout.stdout.startswith("Wiped from memory:") and "dev" in logout.stdout
-            assert "still in the OS keyring" in logout.stderr and "secret-tool clear service rolebroker" \
+            assert "may still be in the OS keyring" in logout.stderr and "secret-tool clear service rolebroker" \
                 in logout.stderr, logout.stderr
             session = next(c for c in broker.sts.issued() if c.kind == "session")
             assert session.session_token not in logout.stderr and session.secret_access_key not in logout.stderr
