@@ -56,7 +56,15 @@ def describe_env(daemon: Daemon, profile: str, target: str = "host") -> dict[str
     default = raw.get("default", {})
     others = [_describe_other(daemon, name, section) for name, section in sorted(raw.items()) if name != "default"]
     default_settings = carried_settings(default)
-    services = {s["services"] for s in (default_settings, *(o["settings"] for o in others)) if "services" in s}
+    carried = [default_settings, *(o["settings"] for o in others)]
+    services = carried_services(daemon.sessions.config.raw_services,
+                                {s["services"] for s in carried if "services" in s})
+    for settings in carried:
+        # A `services = NAME` whose section is not carried would make botocore fail on every
+        # call in the env shell: the profile keeps the default endpoints there instead.
+        if settings.get("services") not in (None, *services):
+            notes.append(f"the services section {settings.pop('services')!r} is not carried into the stand-in "
+                         "config (its name is not one plain word): profiles using it get AWS's own endpoints there")
     return {
         "profile": profile,
         "target": target,
@@ -71,7 +79,7 @@ def describe_env(daemon: Daemon, profile: str, target: str = "host") -> dict[str
         "other_profiles": others,
         # What the stand-in config keeps of each profile besides credentials (client_settings.py).
         "default_settings": default_settings,
-        "services_sections": carried_services(daemon.sessions.config.raw_services, services),
+        "services_sections": services,
         "no_proxy": [address for address, _ in daemon.listeners],
         # The demo points its clients at its embedded STS.
         "sts_endpoint_url": daemon.settings.client_env.get("AWS_ENDPOINT_URL_STS"),

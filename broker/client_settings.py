@@ -36,8 +36,9 @@ NESTED_SETTINGS = frozenset({"s3", "api_versions"})
 
 SETTING_KEY = re.compile(r"[a-z0-9_]{1,64}")
 # One line of printable text: nothing that could start another line or section in the file.
-SETTING_VALUE = re.compile(r"[^\x00-\x1f\x7f\u2028\u2029]{0,1024}")
-SERVICES_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+SETTING_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{0,1024}")
+# A `[services NAME]` header botocore reads as one word: no space, quote or bracket.
+SERVICES_NAME = re.compile(r"[A-Za-z0-9_.@+=,:-]{1,64}")
 SERVICE_ID = re.compile(r"[a-z0-9_-]{1,64}")
 
 

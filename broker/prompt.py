@@ -49,7 +49,8 @@ def dialog_argv(program: str, title: str, text: str) -> list[str]:
 NO_DISPLAY = ("the daemon has no display to open it on (neither DISPLAY nor WAYLAND_DISPLAY is set in its "
               "environment): under systemd, run `systemctl --user import-environment DISPLAY WAYLAND_DISPLAY "
               "XAUTHORITY` in your desktop session (or add it to your session's startup), then "
-              "`systemctl --user restart rolebroker`")
+              "`systemctl --user restart rolebroker` (a restart ends the MFA sessions it holds, unless "
+              "`rolebroker_session_cache = keyring` keeps them)")
 
 
 def display_missing(program: str) -> bool:

@@ -267,11 +267,12 @@ def _setting_lines(settings: Any) -> list[str]:
     _expect(isinstance(settings, dict), "settings")
     lines: list[str] = []
     for key, value in settings.items():
+        if key not in SCALAR_SETTINGS and key not in NESTED_SETTINGS:
+            continue  # a newer daemon's: not written, so nothing unchecked reaches the file
         if key in NESTED_SETTINGS:
             lines += [f"{key} ="] + [f"  {line}" for line in _pairs(value)]
         else:
-            _expect(key in SCALAR_SETTINGS and isinstance(value, str) and SETTING_VALUE.fullmatch(value) is not None,
-                    "setting")
+            _expect(isinstance(value, str) and SETTING_VALUE.fullmatch(value) is not None, "setting")
             lines.append(f"{key} = {value}".rstrip())
     return lines
 

@@ -288,6 +288,26 @@ def test_the_stand_in_config_keeps_every_profiles_client_settings(tmp_path: Path
         broker.stop()
 
 
+def test_a_services_section_the_stand_in_cannot_carry_is_dropped_saying_so(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path, {**DEFAULT_KEYS, "config": SETTINGS_CONFIG}, users=_users())
+    try:
+        config = Path(broker.files.config_file)
+        text = config.read_text().replace("[profile nomfa]\nservices = test-sts\n",
+                                          "[profile nomfa]\nservices = local/stack\n")
+        config.write_text(text + "\n[services local/stack]\ns3 =\n  endpoint_url = http://127.0.0.1:4568\n")
+        broker.control().request("POST", "/v1/reload")
+        broker.login("dev")
+        before = shell_env(broker)
+        assert botocore_settings(before)["nomfa"]["s3"] == "http://127.0.0.1:4568"  # botocore reads the name
+        after, notices = evaluated(broker, before)
+        assert "'local/stack' is not carried" in notices, notices
+        # In the env shell nomfa falls back to its profile-wide endpoint_url rather than failing
+        # on every call (botocore refuses a `services` name with no section).
+        assert botocore_settings(after)["nomfa"]["s3"] == "http://127.0.0.1:4566"
+    finally:
+        broker.stop()
+
+
 def test_without_a_default_profile_nothing_is_hidden_and_nomfa_answers_as_nomfa(no_default: Broker) -> None:
     broker = no_default
     broker.login("dev")
@@ -367,11 +387,15 @@ def test_the_stand_in_config_takes_nothing_unchecked_from_the_daemon(tmp_path: P
                  ]}
     environment = environment_for(described, "rbt_" + "a" * 43, stand_in_config=str(tmp_path / "c"))
     text = environment.config_text or ""
+    # A setting off the list (a newer daemon's, or a credential) is never written.
+    unlisted = environment_for({**described, "other_profiles": [
+        {"name": "p", "settings": {"aws_secret_access_key": "SECRETVALUE", "output": "json"}}]},
+        "rbt_" + "a" * 43, stand_in_config=str(tmp_path / "c")).config_text or ""
+    assert "SECRETVALUE" not in unlisted and "output = json" in unlisted
     assert "AKIAEVIL" not in text and "evil" not in text and "x]" not in text
     assert "[profile ok]\ncredential_process = /bin/sh -c" in text  # asks for nothing: fails saying why
     assert "[profile prod]\ncredential_process = rolebroker credential-process prod\nregion = eu-central-1" in text
     for bad in ({"name": "p", "region": "eu-west-1\nx = y"}, {"name": 7}, "not a dict",
-                {"name": "p", "settings": {"aws_secret_access_key": "x"}},  # not a carried setting
                 {"name": "p", "settings": {"output": "json\n[default]\ncredential_process = evil"}},
                 {"name": "p", "settings": {"s3": {"addressing_style": "path\ncredential_process = evil"}}},
                 {"name": "p", "settings": {"s3": "path"}}):
