@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,9 +93,11 @@ class ControlRouter:
         except Exception as exc:
             mapped = self.errors(exc)
             if mapped is None:
-                # A bug: the traceback goes to the log (without local values), and the CLI gets
-                # the daemon's error shape rather than uvicorn's plain-text 500.
-                log.exception("control API: %s %s failed", scope["method"], scope["path"][:200])
+                # A bug: where it happened goes to the log, and the CLI gets the daemon's error shape
+                # rather than uvicorn's plain-text 500. Not the exception's message: raised deep
+                # inside a login, it could quote the MFA code it was given.
+                log.error("control API: %s %s failed with %s at:\n%s", scope["method"], scope["path"][:200],
+                          type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)).rstrip())
                 mapped = (500, "InternalError", "the daemon failed on this request; its log says why")
             status, body = mapped[0], error_body(mapped[1], mapped[2])
         start, content = response_messages(status, body)

@@ -7,11 +7,14 @@ ignored, and each refusal leaves the daemon's state as it was.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
+from rolebroker.broker.control_router import Call, ControlRouter, Route
+from rolebroker.broker.request_fields import Body, Field, Text
 from tests.harness import Broker
 
 
@@ -124,3 +127,32 @@ def test_only_json_media_types_are_read_as_json(broker: Broker) -> None:
         assert status == 400 and b"Content-Type: application/json" in raw, media_type
     status, _, raw = broker.control_call("POST", "/v1/logout", {}, {"Content-Type": "application/vnd.x+json"})
     assert status == 200, raw
+
+
+def test_a_bug_in_a_handler_is_a_json_500_and_its_message_stays_out_of_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(call: Call) -> dict[str, Any]:
+        raise RuntimeError(f"failed with code {call.body['code']}")  # a message quoting its input
+
+    router = ControlRouter([Route("POST", "/v1/broken", broken, "a handler with a bug",
+                                  body=Body("B", {"code": Field(Text(), required=True)}))],
+                           lambda exc: None, "t", "0", {})
+    sent: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b'{"code": "123456"}', "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(dict(message))
+
+        await router({"type": "http", "method": "POST", "path": "/v1/broken", "query_string": b"",
+                      "headers": [(b"content-type", b"application/json")]}, receive, send)
+
+    asyncio.run(scenario())
+    assert sent[0]["status"] == 500
+    body = json.loads(sent[1]["body"])
+    assert body["code"] == "InternalError" and "log" in body["message"]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "RuntimeError" in logged and "broken" in logged  # where it happened
+    assert "123456" not in logged and "123456" not in json.dumps(body)
