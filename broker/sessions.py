@@ -9,7 +9,6 @@ disappears the moment it expires: expired credentials can never be served.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import concurrent.futures
 import functools
 import logging
@@ -17,9 +16,9 @@ import random
 from typing import Any, TypeVar
 from collections.abc import Awaitable, Callable
 
-
 from .clock import Clock
 from .config import BrokerConfig
+from .config_changes import next_config
 from .plans import (
     DirectSource,
     MfaSessionKey,
@@ -375,24 +374,9 @@ class SessionManager:
     # ---- configuration ----------------------------------------------------------------
 
     def apply_config(self, config: BrokerConfig) -> list[str]:
-        """Swap in a new config, keeping the sessions of profiles whose plan is unchanged.
-        A profile that worked and now has an error (a bad value on its source, say) keeps its
-        last good plan, and with it its sessions, until the file is fixed: `status` says why."""
-        old = self.config
-        kept = {name: old.plans[name] for name in config.errors if name in old.plans and name not in config.plans}
-        if kept:
-            config = dataclasses.replace(config, plans={**config.plans, **kept})
-            log.warning("config: %s keep their last good settings until the errors are fixed",
-                        ", ".join(sorted(kept)))
-        self.config = config
-        changed = {name for name in set(old.plans) | set(config.plans)
-                   if old.plans.get(name) != config.plans.get(name)}
-        # A chained profile depends on its source's credentials: drop it with the source.
-        for name, plan in config.plans.items():
-            if any(link in changed for link in topology.dependencies(self.config.plans, plan)):
-                changed.add(name)
-        # MFA sessions no profile refers to any more are kept until they expire (or a logout):
-        # an editor's half-saved file must not throw away a session a human typed a code for.
+        """Swap in a new config, keeping the sessions of profiles whose plan is unchanged
+        (config_changes.py decides which); the profiles that lost theirs."""
+        self.config, changed = next_config(self.config, config)
         for name in changed:
             self._forget(name)
         return sorted(changed)
