@@ -61,7 +61,8 @@ ENV_TARGET = Field(Text(pattern="^(host|docker)$"), default="host")
 
 def _error_answer(exc: Exception) -> tuple[int, str, str] | None:
     if isinstance(exc, TokensNotSaved):
-        # 503: nothing changed, and the same call works once the state directory is writable.
+        # 503: the state directory could not take the change (the message says whether it may still
+        # land); the same call works once the directory is writable.
         return 503, "StateNotSaved", str(exc)
     if isinstance(exc, BrokerError):
         return exc.status, exc.code, exc.message

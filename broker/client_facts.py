@@ -59,12 +59,16 @@ def describe_env(daemon: Daemon, profile: str, target: str = "host") -> dict[str
     carried = [default_settings, *(o["settings"] for o in others)]
     services = carried_services(daemon.sessions.config.raw_services,
                                 {s["services"] for s in carried if "services" in s})
+    dropped = set()
     for settings in carried:
         # A `services = NAME` whose section is not carried would make botocore fail on every
-        # call in the env shell: the profile keeps the default endpoints there instead.
+        # call in the env shell: the profile keeps its other endpoint settings there instead.
         if settings.get("services") not in (None, *services):
-            notes.append(f"the services section {settings.pop('services')!r} is not carried into the stand-in "
-                         "config (its name is not one plain word): profiles using it get AWS's own endpoints there")
+            dropped.add(settings.pop("services"))
+    for name in sorted(dropped):
+        notes.append(f"the services section {name!r} is not in the stand-in config (it is missing, has nothing "
+                     "that can be carried, or its name is not one plain word): profiles naming it use their "
+                     "other endpoint settings there")
     return {
         "profile": profile,
         "target": target,

@@ -40,6 +40,9 @@ SETTING_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{0,1024}")
 # A `[services NAME]` header botocore reads as one word: no space, quote or bracket.
 SERVICES_NAME = re.compile(r"[A-Za-z0-9_.@+=,:-]{1,64}")
 SERVICE_ID = re.compile(r"[a-z0-9_-]{1,64}")
+# Nested blocks (`s3 =`, a services section's entries) hold settings like addressing_style and
+# endpoint_url; a key that names a secret there is a mistake in the user's file, never copied.
+SECRET_WORDS = ("aws_", "secret", "token", "password", "credential")
 
 
 def _plain(values: Any) -> dict[str, str]:
@@ -47,7 +50,7 @@ def _plain(values: Any) -> dict[str, str]:
     if not isinstance(values, Mapping):
         return {}
     return {key: value for key, value in values.items()
-            if isinstance(key, str) and SETTING_KEY.fullmatch(key)
+            if isinstance(key, str) and SETTING_KEY.fullmatch(key) and not any(w in key for w in SECRET_WORDS)
             and isinstance(value, str) and SETTING_VALUE.fullmatch(value)}
 
 
@@ -66,10 +69,17 @@ def carried_settings(section: Any) -> dict[str, Any]:
 
 
 def carried_services(sections: Any, wanted: set[str]) -> dict[str, dict[str, dict[str, str]]]:
-    """The `[services NAME]` sections that carried profiles name: per service id, its settings."""
+    """The `[services NAME]` sections that carried profiles name: per service id, its settings.
+    A section left with nothing to write is left out whole: botocore refuses an empty one."""
     if not isinstance(sections, Mapping):
         return {}
-    return {name: {service: _plain(values) for service, values in sections[name].items()
-                   if isinstance(service, str) and SERVICE_ID.fullmatch(service) and _plain(values)}
-            for name in sorted(wanted)
-            if name in sections and SERVICES_NAME.fullmatch(name) and isinstance(sections[name], Mapping)}
+    carried: dict[str, dict[str, dict[str, str]]] = {}
+    for name in sorted(wanted):
+        section = sections.get(name)
+        if not SERVICES_NAME.fullmatch(name) or not isinstance(section, Mapping):
+            continue
+        services = {service: _plain(values) for service, values in section.items()
+                    if isinstance(service, str) and SERVICE_ID.fullmatch(service) and _plain(values)}
+        if services:
+            carried[name] = services
+    return carried

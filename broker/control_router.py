@@ -96,7 +96,7 @@ class ControlRouter:
                 # A bug: where it happened goes to the log, and the CLI gets the daemon's error shape
                 # rather than uvicorn's plain-text 500. Not the exception's message: raised deep
                 # inside a login, it could quote the MFA code it was given.
-                log.error("control API: %s %s failed with %s at:\n%s", scope["method"], scope["path"][:200],
+                log.error("control API: %s %r failed with %s at:\n%s", scope["method"], scope["path"][:200],
                           type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)).rstrip())
                 mapped = (500, "InternalError", "the daemon failed on this request; its log says why")
             status, body = mapped[0], error_body(mapped[1], mapped[2])

@@ -68,9 +68,19 @@ class TokenLeases:
         self._minting: dict[tuple[str, tuple[str, ...]], asyncio.Lock] = {}
 
     def ended(self) -> list[TokenRecord]:
-        """The tokens whose holding process has ended."""
-        return [r for r in self.tokens.records()
-                if r.holder is not None and process_start(r.holder[0]) != r.holder[1]]
+        """The tokens whose holding process has ended. A process whose state cannot be read
+        counts as alive: its token is checked again at the next sweep."""
+        ended = []
+        for record in self.tokens.records():
+            if record.holder is None:
+                continue
+            try:
+                start = process_start(record.holder[0])
+            except (OSError, ValueError, IndexError):  # an unreadable or unexpected /proc entry
+                continue
+            if start != record.holder[1]:
+                ended.append(record)
+        return ended
 
     def sweep(self) -> list[str]:
         """Revoke the tokens whose holding process has ended; their names. At start-up."""

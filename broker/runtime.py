@@ -92,6 +92,11 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+class NotDurable(OSError):
+    """The file was written and renamed into place, but the rename could not be synced: it
+    holds the new content, which a power cut might still undo."""
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = False) -> None:
     """Write a file whole or not at all (a reader never sees half of it). The temporary file
     is 0600 from its first byte, so a secret is never readable by others, even for a moment.
@@ -114,11 +119,14 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = Fal
             os.unlink(temp)
         raise
     if durable:
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(directory)  # the rename itself
-        finally:
-            os.close(directory)
+            directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(directory)  # the rename itself
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            raise NotDurable(exc.errno, exc.strerror) from exc
 
 
 def write_private(path: Path, data: bytes) -> None:

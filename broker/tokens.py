@@ -21,10 +21,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .names import token_name_part
-from .runtime import RuntimeDirError, read_json, write_json
+from .runtime import NotDurable, RuntimeDirError, read_json, write_json
 
 log = logging.getLogger("rolebroker.tokens")
 T = TypeVar("T")
@@ -66,7 +66,8 @@ SAVE_TIMEOUT = 10.0
 
 
 class TokensNotSaved(Exception):
-    """The token file could not be written: nothing changed, in memory or on disk."""
+    """The token file could not be written: nothing changed, in memory or on disk (or, past
+    the save deadline, the message says the change is not confirmed)."""
 
 
 class TokenStore:
@@ -160,6 +161,11 @@ class TokenStore:
             raise TokensNotSaved(f"{self.problem}; until then no token can be created or revoked")
         try:
             self.write_file(self.path, {"tokens": [asdict(r) for r in records.values()]}, durable=True)
+        except NotDurable as exc:
+            # The file holds the change; only the rename's own sync failed. Refusing now would
+            # leave memory behind the file.
+            log.warning("client tokens saved to %s, but its directory could not be synced (%s): a power cut "
+                        "now could undo the change", self.path, _reason(exc))
         except RuntimeDirError as exc:  # the state directory replaced by a symlink, say: it says why
             raise TokensNotSaved(f"could not save the client tokens ({exc}), so nothing was changed") from None
         except OSError as exc:
@@ -194,23 +200,39 @@ class TokenStore:
         of their own, so a caller that is cancelled or stops waiting cannot leave memory and
         file apart, and the next change starts only once this write has ended: an older write
         can never land after a newer one."""
-        change = asyncio.ensure_future(self._locked_change(make))
+        state = _Change()
+        change = asyncio.ensure_future(self._locked_change(make, state))
         self._changes.add(change)
         change.add_done_callback(self._changes.discard)
         try:
-            return await asyncio.wait_for(asyncio.shield(change), self.save_timeout)
+            return cast(T, await asyncio.wait_for(asyncio.shield(change), self.save_timeout))
         except TimeoutError:
-            change.add_done_callback(_log_late_failure)  # nobody waits for its outcome any more
+            state.abandoned = True
+            change.add_done_callback(state.report_late)  # nobody else waits for its outcome
+            if not state.writing:  # still queued behind another change's write: never made now
+                raise TokensNotSaved(
+                    f"the client tokens' file {self.path} has been busy with an earlier change for "
+                    f"{self.save_timeout:g} s (a hung disk or network mount?), so nothing was changed"
+                ) from None
             raise TokensNotSaved(
                 f"the disk holding {self.path} did not finish saving the client tokens within "
-                f"{self.save_timeout:g} s, so the change is not confirmed: it takes effect only once the write "
-                "ends. Check that file system (a hung network mount?), then look at `rolebroker token list`"
+                f"{self.save_timeout:g} s, so the change is not confirmed: it takes effect once the write ends "
+                "(if the daemon stops first, the file decides). Check that file system (a hung network "
+                "mount?), then look at `rolebroker token list`"
             ) from None
+        except BaseException:  # the caller was cancelled (a shutdown, a client gone)
+            state.abandoned = True
+            change.add_done_callback(state.report_late)
+            raise
 
-    async def _locked_change(self, make: Callable[[], tuple[T, dict[str, TokenRecord] | None]]) -> T:
+    async def _locked_change(self, make: Callable[[], tuple[T, dict[str, TokenRecord] | None]],
+                             state: _Change) -> T | None:
         async with self._changing:
+            if state.abandoned:
+                return None  # its caller gave up before it started: it is not made at all
             result, records = make()
             if records is not None:
+                state.writing = True
                 await asyncio.to_thread(self._save, records)
                 self._swap(records)
             return result
@@ -285,9 +307,26 @@ class TokenStore:
         self._by_digest = records
 
 
-def _log_late_failure(change: asyncio.Task[Any]) -> None:
-    if not change.cancelled() and change.exception() is not None:
-        log.error("a token change whose caller had stopped waiting failed: %s", change.exception())
+class _Change:
+    """Where one change is: whether its write has begun, and whether its caller gave up."""
+
+    __slots__ = ("writing", "abandoned")
+
+    def __init__(self) -> None:
+        self.writing = False
+        self.abandoned = False
+
+    def report_late(self, change: asyncio.Task[Any]) -> None:
+        """The outcome of a change nobody waits for any more, for the log."""
+        if change.cancelled():
+            if self.writing:
+                log.warning("a client token change was still being written when the daemon stopped: "
+                            "tokens.json decides whether it took effect")
+            return
+        failure = change.exception()
+        if failure is not None:
+            log.error("a client token change whose caller had stopped waiting was not made: %s: %s",
+                      type(failure).__name__, failure)
 
 
 def parse_record(raw: object) -> TokenRecord:

@@ -234,7 +234,9 @@ def _stand_in_config(profile: str, region: str | None, described: Mapping[str, A
     profile = profile if _PLAIN_NAME.fullmatch(profile) else "PROFILE"
     lines = [f"# Written by `rolebroker env {profile}`: a stand-in for your AWS config in that environment.",
              "[default]"] + ([f"region = {region}"] if region else [])
-    lines += _setting_lines(described.get("default_settings"))
+    sections = described.get("services_sections") or {}
+    written = set(sections) if isinstance(sections, dict) else set()
+    lines += _setting_lines(described.get("default_settings"), written)
     for entry in _profiles(described.get("other_profiles")):
         name = entry["name"]
         if not _PLAIN_NAME.fullmatch(name):
@@ -254,21 +256,22 @@ def _stand_in_config(profile: str, region: str | None, described: Mapping[str, A
             lines.append(f"credential_process = /bin/sh -c {shlex.quote(script)}")
         if entry["region"]:
             lines.append(f"region = {entry['region']}")
-        lines += _setting_lines(entry["settings"])
-    lines += _services_lines(described.get("services_sections"))
+        lines += _setting_lines(entry["settings"], written)
+    lines += _services_lines(sections)
     return "\n".join(lines) + "\n", hidden
 
 
-def _setting_lines(settings: Any) -> list[str]:
+def _setting_lines(settings: Any, sections: set[str]) -> list[str]:
     """`key = value` lines (and indented blocks) for the carried settings, each checked again
-    here: only keys of the list, one printable line each."""
+    here: only keys of the list, one printable line each; `services` only naming a section
+    that is written too (botocore fails every call of a profile whose section is missing)."""
     if not settings:
         return []
     _expect(isinstance(settings, dict), "settings")
     lines: list[str] = []
     for key, value in settings.items():
-        if key not in SCALAR_SETTINGS and key not in NESTED_SETTINGS:
-            continue  # a newer daemon's: not written, so nothing unchecked reaches the file
+        if (key not in SCALAR_SETTINGS and key not in NESTED_SETTINGS) or (key == "services" and value not in sections):
+            continue  # a newer daemon's key, or a section not written: left out
         if key in NESTED_SETTINGS:
             lines += [f"{key} ="] + [f"  {line}" for line in _pairs(value)]
         else:

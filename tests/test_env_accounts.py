@@ -294,13 +294,19 @@ def test_a_services_section_the_stand_in_cannot_carry_is_dropped_saying_so(tmp_p
         config = Path(broker.files.config_file)
         text = config.read_text().replace("[profile nomfa]\nservices = test-sts\n",
                                           "[profile nomfa]\nservices = local/stack\n")
-        config.write_text(text + "\n[services local/stack]\ns3 =\n  endpoint_url = http://127.0.0.1:4568\n")
+        text = text.replace("[profile prod]\nservices = test-sts\n", "[profile prod]\nservices = flat\n")
+        config.write_text(text + "\n[services local/stack]\ns3 =\n  endpoint_url = http://127.0.0.1:4568\n"
+                          # Nothing a services section can carry: its entries are per service.
+                          "\n[services flat]\nendpoint_url = http://127.0.0.1:4569\n")
         broker.control().request("POST", "/v1/reload")
         broker.login("dev")
         before = shell_env(broker)
         assert botocore_settings(before)["nomfa"]["s3"] == "http://127.0.0.1:4568"  # botocore reads the name
         after, notices = evaluated(broker, before)
-        assert "'local/stack' is not carried" in notices, notices
+        assert "'local/stack' is not in the stand-in config" in notices, notices
+        assert "'flat' is not in the stand-in config" in notices, notices
+        stand_in = Path(after["AWS_CONFIG_FILE"]).read_text()
+        assert "flat" not in stand_in and "local/stack" not in stand_in
         # In the env shell nomfa falls back to its profile-wide endpoint_url rather than failing
         # on every call (botocore refuses a `services` name with no section).
         assert botocore_settings(after)["nomfa"]["s3"] == "http://127.0.0.1:4566"
@@ -392,6 +398,11 @@ def test_the_stand_in_config_takes_nothing_unchecked_from_the_daemon(tmp_path: P
         {"name": "p", "settings": {"aws_secret_access_key": "SECRETVALUE", "output": "json"}}]},
         "rbt_" + "a" * 43, stand_in_config=str(tmp_path / "c")).config_text or ""
     assert "SECRETVALUE" not in unlisted and "output = json" in unlisted
+    # A services name whose section the daemon did not send is not written (an older daemon's
+    # answer): botocore would fail every call of that profile.
+    ghost = environment_for({**described, "other_profiles": [{"name": "p", "settings": {"services": "ghost"}}]},
+                            "rbt_" + "a" * 43, stand_in_config=str(tmp_path / "c")).config_text or ""
+    assert "ghost" not in ghost
     assert "AKIAEVIL" not in text and "evil" not in text and "x]" not in text
     assert "[profile ok]\ncredential_process = /bin/sh -c" in text  # asks for nothing: fails saying why
     assert "[profile prod]\ncredential_process = rolebroker credential-process prod\nregion = eu-central-1" in text

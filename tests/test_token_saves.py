@@ -174,3 +174,45 @@ def test_shells_asking_at_once_share_one_reusable_token(broker: Broker) -> None:
     assert len({a["token"] for a in answers}) == 1
     assert [a["reused"] for a in answers] == [False, True, True]
     assert len(broker.daemon.tokens.records()) == 1
+
+
+def test_a_change_still_queued_when_its_caller_gives_up_is_never_made(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    store, writes, kept = store_with_kept_token(path)
+    writes.release.clear()
+    writes.started.clear()
+    store.save_timeout = 0.3  # real seconds: the save is on a thread, which no clock can move
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(store.create_async("first", ("dev",), None))
+        await asyncio.to_thread(writes.started.wait, 10)  # its write is on the (hung) disk
+        with pytest.raises(TokensNotSaved, match="nothing was changed"):
+            await store.revoke_async("kept")  # queued behind it the whole time
+        queued = asyncio.ensure_future(store.create_async("cancelled", ("dev",), None))
+        await asyncio.sleep(0)  # up to the lock
+        queued.cancel()  # its caller goes away (a shutdown, a client that hung up)
+        with pytest.raises(TokensNotSaved, match="not confirmed"):
+            await first  # first's own deadline passes while its write still hangs
+        writes.release.set()
+        await store.create_async("after", ("dev",), None)
+
+    asyncio.run(scenario())
+    # The write in flight landed; the changes whose callers gave up before they started did not.
+    assert saved_names(path) == {"kept", "first", "after"}
+    assert store.lookup(kept.encode()) is not None
+
+
+def test_a_rename_that_could_not_be_synced_still_takes_effect(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    from rolebroker.broker.runtime import NotDurable
+
+    path = tmp_path / "tokens.json"
+
+    def write_then_fail_the_directory_sync(target: Path, value: Any, durable: bool = False) -> None:
+        write_json(target, value)  # the file is in place ...
+        raise NotDurable(errno.EIO, "Input/output error")  # ... but the directory's fsync failed
+
+    store = TokenStore(path, lambda: 1000.0, write=write_then_fail_the_directory_sync)
+    token, _ = asyncio.run(store.create_async("t", ("dev",), None))
+    assert store.lookup(token.encode()) is not None and saved_names(path) == {"t"}  # memory follows the file
+    assert "power cut" in caplog.text
