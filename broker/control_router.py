@@ -19,6 +19,8 @@ from .endpoint import Receive, Scope, Send
 from .request_fields import Body, Field, Invalid
 from .wire import error_body, response_messages
 
+log = logging.getLogger("rolebroker.control")
+
 
 class ControlError(Exception):
     """An answer other than 200, with the code and the message the user sees."""
@@ -69,8 +71,6 @@ class Route:
                 return None
         return params
 
-
-log = logging.getLogger("rolebroker.control")
 
 HELP = "see `rolebroker --help` for what the CLI can do"
 
