@@ -82,25 +82,17 @@ class TokenLeases:
                 ended.append(record)
         return ended
 
-    def sweep(self) -> list[str]:
-        """Revoke the tokens whose holding process has ended; their names. At start-up."""
+    async def sweep(self) -> list[str]:
+        """Revoke the tokens whose holding process has ended; their names. The saves run off
+        the event loop, and each revoke names the token by its digest too: one made under the
+        same name meanwhile stays."""
         ended = self.ended()
         for record in ended:
             try:
-                _revoked(record.name, self.tokens.revoke(record.name))
-            except TokensNotSaved as exc:
-                _not_revoked(record.name, exc)
-        return [r.name for r in ended]
-
-    async def sweep_async(self) -> list[str]:
-        """`sweep` while the daemon serves: the saves run off the event loop. Each revoke names
-        the token by its digest too: one made under the same name meanwhile stays."""
-        ended = self.ended()
-        for record in ended:
-            try:
-                _revoked(record.name, await self.tokens.revoke_async(record.name, record.digest))
-            except TokensNotSaved as exc:
-                _not_revoked(record.name, exc)
+                if await self.tokens.revoke_async(record.name, record.digest):
+                    log.info("token %s revoked: the process holding it has ended", record.name)
+            except TokensNotSaved as exc:  # a full disk: the next sweep tries again
+                log.error("token %s outlived its process and could not be revoked yet: %s", record.name, exc)
         return [r.name for r in ended]
 
     def minting(self, purpose: str, profiles: tuple[str, ...]) -> asyncio.Lock:
@@ -131,13 +123,3 @@ class TokenLeases:
 
     def __repr__(self) -> str:
         return f"TokenLeases({len(self._reusable)} reusable)"
-
-
-def _revoked(name: str, revoked: bool) -> None:
-    if revoked:
-        log.info("token %s revoked: the process holding it has ended", name)
-
-
-def _not_revoked(name: str, exc: TokensNotSaved) -> None:
-    # A full disk: the next sweep tries again.
-    log.error("token %s outlived its process and could not be revoked yet: %s", name, exc)

@@ -108,7 +108,6 @@ class Daemon:
         ensure_private_dir(settings.state_dir)
         self.tokens = TokenStore(settings.state_dir / "tokens.json", self.clock.now)
         self.leases = TokenLeases(self.tokens)
-        self.leases.sweep()  # tokens of `exec` commands that ended while no daemon ran
         self.control_api = LazyApp(self._build_control_api)
         self.refusals = RefusalLog(settings.limits.summary_interval)
         throttle = FailureThrottle(self.clock.now, self.refusals, settings.limits.failing_requests_per_peer)
@@ -237,13 +236,14 @@ class Daemon:
         task.add_done_callback(self._reload_tasks.discard)
 
     async def sweep_leases(self, interval: float = 1.0) -> None:
-        # Processes end in real time, whatever the injected clock says.
+        # At once (tokens of `exec` commands that ended while no daemon ran), then every
+        # interval: processes end in real time, whatever the injected clock says.
         while True:
-            await asyncio.sleep(interval)
             try:
-                await self.leases.sweep_async()
+                await self.leases.sweep()
             except Exception:  # a bug must not end the sweep for good: exec tokens would outlive exec
                 log.exception("the sweep of ended processes' tokens failed; trying again in %g s", interval)
+            await asyncio.sleep(interval)
 
     # ---- what clients are told ----------------------------------------------------------
 

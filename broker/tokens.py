@@ -176,19 +176,11 @@ class TokenStore:
             raise TokensNotSaved(f"could not save the client tokens to {self.path} ({_reason(exc)}), "
                                  f"so nothing was changed: {fix}") from None
 
-    def create(self, name: str | None, profiles: tuple[str, ...], ttl: float | None,
-               holder: tuple[int, int] | None = None) -> tuple[str, TokenRecord]:
-        """A new token, saved before it works (TokensNotSaved: it never existed). On this thread:
-        for start-up and tests; the running daemon uses create_async."""
-        token, record, records = self._with_new(name, profiles, ttl, holder)
-        self._save(records)
-        self._swap(records)
-        return token, record
-
     async def create_async(self, name: str | None, profiles: tuple[str, ...], ttl: float | None,
                            holder: tuple[int, int] | None = None) -> tuple[str, TokenRecord]:
-        """`create`, with the save (an fsync: milliseconds, more on a busy disk) on a worker
-        thread, so the loop keeps serving credentials meanwhile."""
+        """A new token, saved before it works (TokensNotSaved: it never existed). The save (an
+        fsync: milliseconds, more on a busy disk) runs on a worker thread, so the loop keeps
+        serving credentials meanwhile."""
         def make() -> tuple[tuple[str, TokenRecord], dict[str, TokenRecord]]:
             token, record, records = self._with_new(name, profiles, ttl, holder)
             return (token, record), records
@@ -272,19 +264,10 @@ class TokenStore:
         self.last_used[record.name] = now
         return record
 
-    def revoke(self, name: str) -> bool:
-        """Whether a token of that name was revoked; saved first (TokensNotSaved: it stays valid).
-        On this thread: for start-up and tests; the running daemon uses revoke_async."""
-        records = self._without(name)
-        if records is None:
-            return False
-        self._save(records)
-        self._swap(records)
-        return True
-
     async def revoke_async(self, name: str, digest: str | None = None) -> bool:
-        """`revoke`, with the save on a worker thread (see create_async). With `digest`, only
-        that token: one made later under the same name is left alone."""
+        """Whether a token of that name was revoked; saved first, on a worker thread (see
+        create_async; TokensNotSaved: it stays valid). With `digest`, only that token: one made
+        later under the same name is left alone."""
         def make() -> tuple[bool, dict[str, TokenRecord] | None]:
             records = self._without(name, digest)
             return records is not None, records

@@ -48,14 +48,14 @@ def store_with_kept_token(path: Path) -> tuple[TokenStore, HeldWrites, str]:
     writes = HeldWrites()
     writes.release.set()
     store = TokenStore(path, lambda: 1000.0, write=writes)
-    kept, _ = store.create("kept", ("dev",), None)
+    kept, _ = asyncio.run(store.create_async("kept", ("dev",), None))
     return store, writes, kept
 
 
 def test_the_loop_serves_while_a_token_is_saved_and_changes_queue(tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
     store, writes, kept = store_with_kept_token(path)
-    old, _ = store.create("old", ("dev",), None)
+    old, _ = asyncio.run(store.create_async("old", ("dev",), None))
     writes.release.clear()  # from here on, every save waits for the test
     writes.started.clear()
 
@@ -97,7 +97,7 @@ def test_a_save_that_fails_off_the_loop_changes_nothing(tmp_path: Path) -> None:
 def test_a_caller_that_stops_waiting_leaves_memory_and_file_together(tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
     store, writes, kept = store_with_kept_token(path)
-    victim, _ = store.create("victim", ("dev",), None)
+    victim, _ = asyncio.run(store.create_async("victim", ("dev",), None))
     writes.release.clear()
     writes.started.clear()
 
@@ -137,9 +137,9 @@ def test_a_hung_disk_is_an_error_after_a_deadline_and_the_change_lands_later(tmp
 
 def test_a_revoke_by_digest_spares_a_newer_token_of_the_same_name(tmp_path: Path) -> None:
     store, _, _ = store_with_kept_token(tmp_path / "tokens.json")
-    _, old = store.create("exec-1", ("dev",), None)
-    assert store.revoke("exec-1")
-    newer, _ = store.create("exec-1", ("dev",), None)
+    _, old = asyncio.run(store.create_async("exec-1", ("dev",), None))
+    assert asyncio.run(store.revoke_async("exec-1"))
+    newer, _ = asyncio.run(store.create_async("exec-1", ("dev",), None))
     assert asyncio.run(store.revoke_async("exec-1", old.digest)) is False
     assert store.lookup(newer.encode()) is not None
 
